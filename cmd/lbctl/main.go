@@ -1,0 +1,51 @@
+// Command lbctl runs gRPC services behind nginx with Consul: it registers
+// services, renders nginx config from Consul, reloads nginx safely and
+// supervises the container's processes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := newRootCmd().ExecuteContext(ctx)
+	stop()
+	os.Exit(exitCode(err))
+}
+
+// exitError carries a specific exit code (a supervised app's, say) up to main.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+func (e *exitError) Unwrap() error { return e.err }
+
+// exitCode is the one place exit codes are decided: 0 on success, the code an
+// exitError carries, 1 for any other error.
+func exitCode(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		if ee.err != nil {
+			fmt.Fprintln(os.Stderr, "lbctl:", ee.err)
+		}
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, "lbctl:", err)
+	return 1
+}

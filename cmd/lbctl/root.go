@@ -1,0 +1,68 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lbctl/lbctl/config"
+)
+
+// globalOptions are the flags every command shares.
+type globalOptions struct {
+	configPath string
+	logLevel   string
+	logFormat  string
+	consul     config.Consul // --consul-* overrides
+}
+
+func newRootCmd() *cobra.Command {
+	g := &globalOptions{}
+	root := &cobra.Command{
+		Use:           "lbctl",
+		Short:         "Run gRPC services behind nginx with Consul, with deploys that drop nothing",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	f := root.PersistentFlags()
+	f.StringVarP(&g.configPath, "config", "c", "lbctl.yaml", "config file")
+	f.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	f.StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&g.consul.Address, "consul-addr", "", "Consul agent HTTP address (overrides CONSUL_HTTP_ADDR and the config)")
+	f.StringVar(&g.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (overrides CONSUL_HTTP_TOKEN_FILE)")
+	f.StringVar(&g.consul.Datacenter, "consul-datacenter", "", "Consul datacenter to query")
+	root.AddCommand(
+		newRenderCmd(g),
+		newValidateCmd(g),
+		newRunCmd(g),
+		newStatusCmd(g),
+		newCtlCmd(g),
+		newRegisterCmd(g),
+		newMaintCmd(g),
+		newDeregisterCmd(g),
+	)
+	return root
+}
+
+// loadConfig reads the config the way every command does: environment, then
+// file, then flags.
+func (g *globalOptions) loadConfig() (*config.Config, error) {
+	return config.Load(g.configPath, config.Options{Env: os.LookupEnv, ConsulFlags: g.consul})
+}
+
+// logger builds the process logger from the log flags; logs go to stderr.
+func (g *globalOptions) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, usageErrorf("--log-level: %v", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch g.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, usageErrorf("--log-format: want text or json, got %q", g.logFormat)
+}

@@ -1,0 +1,65 @@
+package config
+
+import (
+	"net"
+	"time"
+)
+
+// Wait folds Consul changes that arrive close together into one render:
+// a render happens once no change came for Min, and never later than Max
+// after the first change of a burst (like consul-template's wait).
+type Wait struct {
+	Min time.Duration `yaml:"min"`
+	Max time.Duration `yaml:"max"`
+}
+
+func (w *Wait) setDefaults() {
+	if w.Min == 0 {
+		w.Min = 20 * time.Millisecond
+	}
+	if w.Max == 0 {
+		w.Max = 4 * w.Min
+	}
+}
+
+func (w *Wait) validate(report reporter) {
+	if w.Min < 0 || w.Max < w.Min {
+		report("wait", "want 0 <= min <= max, got min %s max %s", w.Min, w.Max)
+	}
+}
+
+// HTTP is the read-only observability listener: /metrics and /healthz.
+type HTTP struct {
+	// Address to listen on; empty turns the listener off.
+	Address string `yaml:"address"`
+}
+
+func (h *HTTP) setDefaults() {}
+
+func (h *HTTP) validate(report reporter) {
+	if h.Address == "" {
+		return
+	}
+	if _, _, err := net.SplitHostPort(h.Address); err != nil {
+		report("http.address", "want host:port, got %q", h.Address)
+	}
+}
+
+// Control is the unix socket through which lbctl status and lbctl ctl talk to
+// a running lbctl. Only this socket can change anything.
+type Control struct {
+	Socket string `yaml:"socket"`
+	// Mode is the socket's file mode (default 0600).
+	Mode uint32 `yaml:"mode"`
+}
+
+func (c *Control) setDefaults() {
+	if c.Socket == "" {
+		c.Socket = "/run/lbctl.sock"
+	}
+	if c.Mode == 0 {
+		c.Mode = 0o600
+	}
+}
+
+func (c *Control) validate(report reporter) {}

@@ -1,0 +1,144 @@
+package testrig
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Consul is a real Consul agent run by a test.
+type Consul struct {
+	// Addr is the agent's HTTP API, 127.0.0.1:port.
+	Addr string
+	// Client talks to it.
+	Client *api.Client
+
+	t       testing.TB
+	bin     string
+	args    []string
+	logPath string
+	cmd     *exec.Cmd
+	exited  chan struct{}
+}
+
+// ConsulOptions tune StartConsul.
+type ConsulOptions struct {
+	// Persistent runs a single-server cluster with a data directory instead of
+	// -dev, so registrations survive Stop and Start. Start-up takes longer.
+	Persistent bool
+}
+
+// ConsulBinary finds the consul built by scripts/install-deps.sh (or $LBCTL_CONSUL).
+func ConsulBinary(t testing.TB) string {
+	return findBinary(t, "consul", "LBCTL_CONSUL", filepath.Join(CacheDir(), "consul-1.21.0", "consul"))
+}
+
+// StartConsul starts `consul agent -dev` on free loopback ports and waits
+// until it has a leader. It is stopped when the test ends.
+func StartConsul(t testing.TB, opts ...ConsulOptions) *Consul {
+	t.Helper()
+	var o ConsulOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	dir := t.TempDir()
+	httpPort := FreePort(t)
+	c := &Consul{
+		Addr:    fmt.Sprintf("127.0.0.1:%d", httpPort),
+		t:       t,
+		bin:     ConsulBinary(t),
+		logPath: filepath.Join(dir, "consul.log"),
+	}
+	c.args = []string{"agent", "-bind=127.0.0.1", "-client=127.0.0.1", "-node=lbctl-test",
+		"-http-port=" + strconv.Itoa(httpPort), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		"-serf-lan-port=" + strconv.Itoa(FreePort(t)), "-serf-wan-port=" + strconv.Itoa(FreePort(t)),
+		"-server-port=" + strconv.Itoa(FreePort(t)), "-log-level=warn", "-disable-host-node-id"}
+	if o.Persistent {
+		c.args = append(c.args, "-server", "-bootstrap-expect=1", "-data-dir="+filepath.Join(dir, "data"),
+			"-hcl=performance { raft_multiplier = 1 }", "-hcl=check_update_interval = \"0s\"")
+	} else {
+		c.args = append(c.args, "-dev")
+	}
+	client, err := api.NewClient(&api.Config{Address: c.Addr})
+	if err != nil {
+		t.Fatalf("consul client: %v", err)
+	}
+	c.Client = client
+	c.Start()
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Start (re)starts the agent on the same ports and waits for a leader.
+func (c *Consul) Start() {
+	c.t.Helper()
+	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		c.t.Fatalf("consul log: %v", err)
+	}
+	cmd := exec.Command(c.bin, c.args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start consul: %v", err)
+	}
+	c.cmd, c.exited = cmd, make(chan struct{})
+	go func(done chan struct{}) { cmd.Wait(); logf.Close(); close(done) }(c.exited)
+	err = Poll(60*time.Second, func() error {
+		select {
+		case <-c.exited:
+			return fmt.Errorf("consul exited: %s", logTail(c.logPath, 2000))
+		default:
+		}
+		leader, err := c.Client.Status().Leader()
+		if err != nil {
+			return err
+		}
+		if leader == "" {
+			return fmt.Errorf("no leader yet")
+		}
+		_, _, err = c.Client.Catalog().Services(nil)
+		return err
+	})
+	if err != nil {
+		c.t.Fatalf("consul did not come up: %v", err)
+	}
+}
+
+// Stop ends the agent (SIGINT, like Ctrl-C: it leaves gracefully) and waits.
+func (c *Consul) Stop() {
+	if c.cmd == nil {
+		return
+	}
+	c.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-c.exited:
+	case <-time.After(10 * time.Second):
+		syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL)
+		<-c.exited
+	}
+	c.cmd = nil
+}
+
+// Register registers a service instance through the agent, failing the test on error.
+func (c *Consul) Register(reg *api.AgentServiceRegistration) {
+	c.t.Helper()
+	if err := c.Client.Agent().ServiceRegister(reg); err != nil {
+		c.t.Fatalf("register %s: %v", reg.ID, err)
+	}
+}
+
+// Deregister removes a service instance, failing the test on error.
+func (c *Consul) Deregister(id string) {
+	c.t.Helper()
+	if err := c.Client.Agent().ServiceDeregister(id); err != nil {
+		c.t.Fatalf("deregister %s: %v", id, err)
+	}
+}

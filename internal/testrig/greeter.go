@@ -1,0 +1,96 @@
+package testrig
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/greeter"
+)
+
+// Greeter is a real gRPC greeter backend listening on a loopback port.
+type Greeter struct {
+	*greeter.Server
+	Addr string
+	Port int
+
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// StartGreeter serves a greeter that answers as instance (and version) on a
+// free loopback port, until the test ends or Stop is called.
+func StartGreeter(t testing.TB, instance, version string) *Greeter {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("greeter listen: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g := &Greeter{
+		Server: &greeter.Server{Instance: instance, Version: version},
+		Addr:   lis.Addr().String(), Port: lis.Addr().(*net.TCPAddr).Port,
+		cancel: cancel, done: make(chan error, 1),
+	}
+	go func() { g.done <- g.Serve(ctx, lis) }()
+	t.Cleanup(g.Stop)
+	return g
+}
+
+// Stop stops the greeter gracefully and waits for in-flight calls.
+func (g *Greeter) Stop() {
+	if g.cancel == nil {
+		return
+	}
+	g.cancel()
+	<-g.done
+	g.cancel = nil
+}
+
+// Registration is a Consul registration for this backend as service name,
+// with a TTL-free registration (no checks: passing at once) and the given tags.
+func (g *Greeter) Registration(name string, tags ...string) *api.AgentServiceRegistration {
+	return &api.AgentServiceRegistration{
+		ID: name + "-" + g.Instance, Name: name, Address: "127.0.0.1", Port: g.Port, Tags: tags,
+		Meta: map[string]string{"version": g.Version},
+	}
+}
+
+// CallInstance makes one SayHello call to addr and returns which instance answered.
+func CallInstance(ctx context.Context, addr string) (string, error) {
+	conn, client, err := greeter.Dial(addr)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	reply, err := greeter.Hello(ctx, client, "testrig")
+	if err != nil {
+		return "", err
+	}
+	return reply.GetInstance(), nil
+}
+
+// LoopbackAddr is "127.0.0.1:port".
+func LoopbackAddr(port int) string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)) }
+
+// ExpectInstance polls calls to addr until instance answers.
+func ExpectInstance(t testing.TB, addr, instance string, timeout time.Duration) {
+	t.Helper()
+	WaitFor(t, timeout, instance+" to answer at "+addr, func() error {
+		got, err := CallInstance(context.Background(), addr)
+		if err != nil {
+			return err
+		}
+		if got != instance {
+			return fmt.Errorf("%s answered", got)
+		}
+		return nil
+	})
+}
