@@ -1,0 +1,38 @@
+// Package render turns Consul health data into nginx config bytes: the
+// built-in gRPC template (see templates/) and consul-template templates
+// (package render/consultemplate). It never writes files or touches nginx:
+// it hands Updates to whoever applies them (the reload controller, or
+// `lbctl render --once`).
+package render
+
+import (
+	"io/fs"
+	"time"
+)
+
+// File is the full content one destination should have.
+type File struct {
+	// Path is the destination file.
+	Path string
+	// Data is the rendered bytes.
+	Data []byte
+	// Perms is the destination's file mode.
+	Perms fs.FileMode
+	// Source names what produced it ("builtin" or the template's path), for
+	// error messages such as a failed nginx -t.
+	Source string
+}
+
+// Update is one complete render of every destination after a Consul change.
+type Update struct {
+	// Files holds every destination, changed or not; the applier compares bytes.
+	Files []File
+	// Seen is when the Consul change behind this render was observed, for the
+	// change-to-serving latency histogram.
+	Seen time.Time
+	// Index is the highest Consul index the data reflects.
+	Index uint64
+	// Changes describes what changed since the previous update, one line each
+	// ("greeter: +127.0.0.1:7001"), for the reload log line.
+	Changes []string
+}
