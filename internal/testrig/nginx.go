@@ -86,6 +86,15 @@ func (n *Nginx) Test() error {
 	return nil
 }
 
+// TestWith writes conf.d/name and runs nginx -t. Unlike WriteConf it needs no
+// testing.TB, so fuzz targets can use it.
+func (n *Nginx) TestWith(name, content string) error {
+	if err := os.WriteFile(filepath.Join(n.ConfD, name), []byte(content), 0o644); err != nil {
+		return err
+	}
+	return n.Test()
+}
+
 // WriteConf writes conf.d/name, failing the test on error.
 func (n *Nginx) WriteConf(name, content string) string {
 	n.t.Helper()

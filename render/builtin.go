@@ -1,0 +1,216 @@
+package render
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strconv"
+	"text/template"
+	"time"
+
+	"github.com/lbctl/lbctl/catalog"
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/templates"
+)
+
+var builtinTemplate = template.Must(template.New("grpc.conf.tmpl").Parse(templates.GRPC))
+
+// Problem is an instance (or one of its values) left out of the config, and why.
+type Problem struct {
+	Service    string
+	InstanceID string
+	Reason     string
+}
+
+func (p Problem) String() string {
+	return fmt.Sprintf("%s instance %q: %s", p.Service, p.InstanceID, p.Reason)
+}
+
+// Resolver turns a host name into IP addresses. Host names are resolved by
+// lbctl, not nginx, so one unresolvable registration leaves out that instance
+// instead of failing nginx -t for the whole config.
+type Resolver func(host string) ([]string, error)
+
+// SystemResolver resolves with the system resolver, each lookup bounded by timeout.
+func SystemResolver(timeout time.Duration) Resolver {
+	return func(host string) ([]string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		return net.DefaultResolver.LookupHost(ctx, host)
+	}
+}
+
+// Weights in service meta ("weight") must be a small integer.
+const (
+	maxWeight  = 100
+	weightMeta = "weight"
+)
+
+// Builtin renders the built-in gRPC template for services from snap. Every
+// address, port and weight is checked first; whatever fails is left out and
+// returned as a Problem (for a log line), so no registered value can add an
+// nginx directive. The same snapshot always gives the same bytes.
+func Builtin(services []config.Service, snap catalog.Snapshot, resolve Resolver) ([]byte, []Problem) {
+	data := builtinData{}
+	var problems []Problem
+	for _, svc := range services {
+		block, probs := serviceBlockOf(svc, snap.Instances[QueryOf(svc)], resolve)
+		data.Services = append(data.Services, block)
+		problems = append(problems, probs...)
+	}
+	var buf bytes.Buffer
+	if err := builtinTemplate.Execute(&buf, data); err != nil {
+		// The template is fixed and its data pre-checked: failing here is a bug.
+		panic(fmt.Sprintf("built-in template: %v", err))
+	}
+	return buf.Bytes(), problems
+}
+
+// QueryOf is the Consul health query behind a configured service.
+func QueryOf(s config.Service) catalog.Query {
+	return catalog.Query{Service: s.Name, Tag: s.Tag, Datacenter: s.Datacenter}
+}
+
+type builtinData struct {
+	Services []serviceBlock
+}
+
+type serviceBlock struct {
+	Name, Tag, Upstream, Listen string
+	Servers                     []upstreamServer
+	Keepalive                   int
+	KeepaliveTimeout            string
+	ConnectTimeout              string
+	ReadTimeout, SendTimeout    string
+	TLS                         *config.ListenTLS
+	UpstreamTLS                 bool
+}
+
+type upstreamServer struct {
+	Addr   string // ip:port, [ipv6]:port
+	Weight int
+	ID     string // for a comment; empty unless it is plainly safe
+}
+
+func serviceBlockOf(svc config.Service, instances []catalog.Instance, resolve Resolver) (serviceBlock, []Problem) {
+	block := serviceBlock{
+		Name: svc.Name, Tag: svc.Tag, Upstream: svc.UpstreamName(), Listen: svc.ListenAddr(),
+		Keepalive: svc.Keepalive, KeepaliveTimeout: nginxDuration(svc.KeepaliveTimeout),
+		ConnectTimeout: nginxDuration(svc.ConnectTimeout),
+		ReadTimeout:    nginxDuration(svc.ReadTimeout), SendTimeout: nginxDuration(svc.SendTimeout),
+		TLS: svc.TLS, UpstreamTLS: svc.UpstreamTLS,
+	}
+	sorted := slices.Clone(instances)
+	catalog.SortInstances(sorted)
+	var problems []Problem
+	seen := map[string]bool{}
+	for _, in := range sorted {
+		servers, probs := upstreamServersOf(svc.Name, in, resolve)
+		problems = append(problems, probs...)
+		for _, s := range servers {
+			if seen[s.Addr] {
+				problems = append(problems, Problem{svc.Name, in.ID, "duplicate of an earlier instance at " + s.Addr + "; left out"})
+				continue
+			}
+			seen[s.Addr] = true
+			block.Servers = append(block.Servers, s)
+		}
+	}
+	return block, problems
+}
+
+// upstreamServersOf checks one instance and turns it into upstream servers:
+// one per address its host resolves to.
+func upstreamServersOf(service string, in catalog.Instance, resolve Resolver) ([]upstreamServer, []Problem) {
+	problem := func(reason string) Problem { return Problem{service, in.ID, reason} }
+	if in.Port < 1 || in.Port > 65535 {
+		return nil, []Problem{problem(fmt.Sprintf("port %d is not 1-65535; instance left out", in.Port))}
+	}
+	ips, err := addressIPs(in.Address, resolve)
+	if err != nil {
+		return nil, []Problem{problem(err.Error() + "; instance left out")}
+	}
+	weight, problems := weightOf(in, problem)
+	id := ""
+	if safeComment.MatchString(in.ID) {
+		id = in.ID
+	}
+	servers := make([]upstreamServer, 0, len(ips))
+	for _, ip := range ips {
+		servers = append(servers, upstreamServer{Addr: net.JoinHostPort(ip, strconv.Itoa(in.Port)), Weight: weight, ID: id})
+	}
+	return servers, problems
+}
+
+// addressIPs accepts an IP literal or a host name (resolved to its IPs, sorted).
+func addressIPs(addr string, resolve Resolver) ([]string, error) {
+	if ip, err := netip.ParseAddr(addr); err == nil && ip.Zone() == "" {
+		return []string{ip.Unmap().String()}, nil
+	}
+	if !isHostname(addr) {
+		return nil, fmt.Errorf("address %q is not an IP or a host name", addr)
+	}
+	if resolve == nil {
+		return nil, fmt.Errorf("host name %q cannot be resolved here", addr)
+	}
+	found, err := resolve(addr)
+	if err != nil {
+		return nil, fmt.Errorf("host name %q does not resolve: %v", addr, err)
+	}
+	var ips []string
+	for _, f := range found {
+		if ip, err := netip.ParseAddr(f); err == nil && ip.Zone() == "" {
+			ips = append(ips, ip.Unmap().String())
+		}
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("host name %q resolves to no IP address", addr)
+	}
+	slices.Sort(ips)
+	return slices.Compact(ips), nil
+}
+
+// weightOf reads meta "weight": absent means 1; anything but an integer
+// 1-100 is left out (weight 1) and reported.
+func weightOf(in catalog.Instance, problem func(string) Problem) (int, []Problem) {
+	raw, ok := in.Meta[weightMeta]
+	if !ok {
+		return 1, nil
+	}
+	w, err := strconv.Atoi(raw)
+	if err != nil || w < 1 || w > maxWeight {
+		return 1, []Problem{problem(fmt.Sprintf("meta weight %q is not an integer 1-%d; weight 1 used", raw, maxWeight))}
+	}
+	return w, nil
+}
+
+var (
+	hostnameLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	safeComment   = regexp.MustCompile(`^[A-Za-z0-9._:@-]{1,128}$`)
+)
+
+// isHostname is RFC 1123: dot-separated labels of letters, digits and inner hyphens.
+func isHostname(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	labels := bytes.Split([]byte(s), []byte("."))
+	for _, l := range labels {
+		if !hostnameLabel.Match(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// nginxDuration writes d in nginx's time syntax ("60s", "1500ms").
+func nginxDuration(d time.Duration) string {
+	if d%time.Second == 0 {
+		return strconv.FormatInt(int64(d/time.Second), 10) + "s"
+	}
+	return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+}

@@ -1,0 +1,105 @@
+package render
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lbctl/lbctl/catalog"
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/testrig"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
+
+// goldenCase is one input snapshot: an lbctl.yaml and the passing instances
+// Consul returns for each query ("name" or "name|tag").
+type goldenCase struct {
+	Config    string                        `json:"config"`
+	Instances map[string][]catalog.Instance `json:"instances"`
+}
+
+// fakeResolver resolves a fixed set of host names, so goldens are stable.
+func fakeResolver(host string) ([]string, error) {
+	known := map[string][]string{
+		"localhost":        {"::1", "127.0.0.1"},
+		"backend.internal": {"10.0.0.7"},
+	}
+	if ips, ok := known[host]; ok {
+		return ips, nil
+	}
+	return nil, fmt.Errorf("no such host")
+}
+
+func loadGoldenCase(t testing.TB, path string) ([]config.Service, catalog.Snapshot) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gc goldenCase
+	if err := json.Unmarshal(raw, &gc); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	cfg, err := config.Parse(path, []byte(gc.Config), config.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := catalog.Snapshot{Instances: map[catalog.Query][]catalog.Instance{}}
+	for key, instances := range gc.Instances {
+		name, tag, _ := strings.Cut(key, "|")
+		snap.Instances[catalog.Query{Service: name, Tag: tag}] = instances
+	}
+	return cfg.Services, snap
+}
+
+func goldenInputs(t testing.TB) []string {
+	inputs, err := filepath.Glob("testdata/golden/*.json")
+	if err != nil || len(inputs) == 0 {
+		t.Fatalf("no golden inputs: %v", err)
+	}
+	return inputs
+}
+
+func TestBuiltinGolden(t *testing.T) {
+	for _, input := range goldenInputs(t) {
+		name := strings.TrimSuffix(filepath.Base(input), ".json")
+		t.Run(name, func(t *testing.T) {
+			services, snap := loadGoldenCase(t, input)
+			got, problems := Builtin(services, snap, fakeResolver)
+			for _, p := range problems {
+				got = append(got, []byte("# problem: "+p.String()+"\n")...)
+			}
+			want := strings.TrimSuffix(input, ".json") + ".conf"
+			if *update {
+				if err := os.WriteFile(want, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			expected, err := os.ReadFile(want)
+			if err != nil {
+				t.Fatalf("%v (run go test ./render -run Golden -update)", err)
+			}
+			if string(expected) != string(got) {
+				t.Errorf("output differs from %s (rerun with -update and review the diff):\n%s", want, got)
+			}
+		})
+	}
+}
+
+// Every golden output is a config real nginx accepts.
+func TestBuiltinGoldenPassesNginxT(t *testing.T) {
+	n := testrig.NewNginx(t)
+	for _, input := range goldenInputs(t) {
+		services, snap := loadGoldenCase(t, input)
+		out, _ := Builtin(services, snap, fakeResolver)
+		n.WriteConf("lbctl.conf", string(out))
+		if err := n.Test(); err != nil {
+			t.Errorf("%s: %v\n%s", input, err, out)
+		}
+	}
+}
