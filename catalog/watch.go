@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/internal/latest"
 )
 
 // Watcher runs one blocking health query per Query and sends a Snapshot on
@@ -53,7 +55,7 @@ type result struct {
 // because out is written with "latest wins" semantics when it has capacity 1.
 func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 	if len(w.queries) == 0 {
-		return sendLatest(ctx, out, Snapshot{Instances: map[Query][]Instance{}})
+		return latest.Send(ctx, out, Snapshot{Instances: map[Query][]Instance{}})
 	}
 	results := make(chan result)
 	for _, q := range w.queries {
@@ -69,7 +71,7 @@ func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 			if len(current) < len(w.queries) {
 				continue
 			}
-			if err := sendLatest(ctx, out, snapshotOf(current)); err != nil {
+			if err := latest.Send(ctx, out, snapshotOf(current)); err != nil {
 				return err
 			}
 		}
@@ -109,30 +111,6 @@ func snapshotOf(current map[Query]result) Snapshot {
 		s.Index = max(s.Index, r.index)
 	}
 	return s
-}
-
-// sendLatest replaces any unread value in out with v (out must have capacity 1
-// for that; an unbuffered out simply blocks until read).
-func sendLatest[T any](ctx context.Context, out chan T, v T) error {
-	for {
-		select {
-		case out <- v:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		default:
-		}
-		select {
-		case <-out: // drop the stale value
-		default:
-			select {
-			case out <- v:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
 }
 
 // watchQuery runs blocking queries for q until ctx ends, sending a result

@@ -1,0 +1,116 @@
+package catalog_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/catalog"
+	"github.com/lbctl/lbctl/internal/testrig"
+)
+
+func quietLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func register(c *testrig.Consul, id string, port int, tags ...string) {
+	c.Register(&api.AgentServiceRegistration{ID: id, Name: "greeter", Address: "127.0.0.1", Port: port, Tags: tags})
+}
+
+// next waits for a snapshot whose instances for q satisfy want.
+func next(t *testing.T, snaps chan catalog.Snapshot, q catalog.Query, want func([]catalog.Instance) error) catalog.Snapshot {
+	t.Helper()
+	return nextSnap(t, snaps, func(s catalog.Snapshot) error { return want(s.Instances[q]) })
+}
+
+// nextSnap waits for a snapshot that satisfies want.
+func nextSnap(t *testing.T, snaps chan catalog.Snapshot, want func(catalog.Snapshot) error) catalog.Snapshot {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	var lastErr error
+	for {
+		select {
+		case s := <-snaps:
+			if lastErr = want(s); lastErr == nil {
+				return s
+			}
+		case <-deadline:
+			t.Fatalf("no snapshot as wanted within 10s: %v", lastErr)
+		}
+	}
+}
+
+func ids(n int) func([]catalog.Instance) error {
+	return func(in []catalog.Instance) error {
+		if len(in) != n {
+			return fmt.Errorf("%d instances, want %d", len(in), n)
+		}
+		return nil
+	}
+}
+
+func TestWatchFollowsRegistrations(t *testing.T) {
+	c := testrig.StartConsul(t)
+	all := catalog.Query{Service: "greeter"}
+	blue := catalog.Query{Service: "greeter", Tag: "blue"}
+	w := catalog.NewWatcher(c.Client, []catalog.Query{all, blue, all}, quietLog())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan catalog.Snapshot, 1)
+	go w.Run(ctx, snaps)
+
+	// Nothing registered yet: a snapshot with zero instances, not silence.
+	next(t, snaps, all, ids(0))
+	register(c, "greeter-b", 7002, "green")
+	register(c, "greeter-a", 7001, "blue")
+	s := nextSnap(t, snaps, func(s catalog.Snapshot) error {
+		if err := ids(2)(s.Instances[all]); err != nil {
+			return err
+		}
+		if in := s.Instances[blue]; len(in) != 1 || in[0].ID != "greeter-a" {
+			return fmt.Errorf("blue = %+v, want only greeter-a", in)
+		}
+		return nil
+	})
+	if s.Instances[all][0].ID != "greeter-a" || s.Index == 0 {
+		t.Fatalf("instances not sorted by ID or no index: %+v", s)
+	}
+	c.Deregister("greeter-a")
+	next(t, snaps, all, ids(1))
+}
+
+func TestWatchSkipsFailingInstances(t *testing.T) {
+	c := testrig.StartConsul(t)
+	c.Register(&api.AgentServiceRegistration{ID: "sick", Name: "greeter", Address: "127.0.0.1", Port: 7003,
+		Check: &api.AgentServiceCheck{TTL: "1m", Status: api.HealthCritical}})
+	register(c, "well", 7004)
+	q := catalog.Query{Service: "greeter"}
+	snap, err := catalog.NewWatcher(c.Client, []catalog.Query{q}, quietLog()).Once(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := snap.Instances[q]; len(in) != 1 || in[0].ID != "well" {
+		t.Fatalf("got %+v, want only the passing instance", in)
+	}
+}
+
+func TestOnceWithUnreachableConsulFails(t *testing.T) {
+	client, err := api.NewClient(&api.Config{Address: testrig.LoopbackAddr(testrig.FreePort(t)), Token: "secret-token"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := catalog.NewWatcher(client, []catalog.Query{{Service: "greeter"}}, quietLog())
+	w.MinBackoff, w.MaxBackoff = time.Millisecond, 10*time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = w.Once(ctx)
+	if err == nil || !strings.Contains(err.Error(), "consul did not answer") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("err = %v, want consul did not answer: ... connection refused", err)
+	}
+	if strings.Contains(err.Error(), "secret-token") {
+		t.Fatalf("token leaked into the error: %v", err)
+	}
+}
