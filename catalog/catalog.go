@@ -57,14 +57,20 @@ func SortInstances(in []Instance) {
 }
 
 func compareInstances(a, b Instance) int {
-	return cmp.Or(
+	// Cheap keys first; meta is only formatted when everything else ties.
+	if c := cmp.Or(
 		strings.Compare(a.Node, b.Node),
 		strings.Compare(a.ID, b.ID),
 		strings.Compare(a.Address, b.Address),
 		cmp.Compare(a.Port, b.Port),
 		slices.Compare(a.Tags, b.Tags),
-		strings.Compare(metaKey(a.Meta), metaKey(b.Meta)),
-	)
+	); c != 0 {
+		return c
+	}
+	if maps.Equal(a.Meta, b.Meta) {
+		return 0
+	}
+	return strings.Compare(metaKey(a.Meta), metaKey(b.Meta))
 }
 
 func metaKey(m map[string]string) string {

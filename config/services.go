@@ -59,6 +59,10 @@ var (
 	safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 )
 
+// SetDefaultsForTest fills defaults on a Service built in code rather than
+// loaded (benchmarks and tests outside this package).
+func (s *Service) SetDefaultsForTest() { s.setDefaults() }
+
 func (s *Service) setDefaults() {
 	if s.Keepalive == 0 {
 		s.Keepalive = 32

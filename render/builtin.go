@@ -55,28 +55,75 @@ const (
 // returned as a Problem (for a log line), so no registered value can add an
 // nginx directive. The same snapshot always gives the same bytes.
 func Builtin(services []config.Service, snap catalog.Snapshot, resolve Resolver) ([]byte, []Problem) {
-	data := builtinData{}
+	return NewBuiltinRenderer(resolve).Render(services, snap)
+}
+
+// BuiltinRenderer is Builtin with memory: a service whose config and
+// instances are unchanged since the last render reuses its rendered block,
+// so one change among thousands of services renders one block.
+type BuiltinRenderer struct {
+	resolve Resolver
+	blocks  map[int]cachedBlock // by position in the services list
+}
+
+type cachedBlock struct {
+	svc       config.Service
+	instances []catalog.Instance
+	out       []byte
+	problems  []Problem
+}
+
+// NewBuiltinRenderer returns a renderer that resolves host names with resolve.
+func NewBuiltinRenderer(resolve Resolver) *BuiltinRenderer {
+	return &BuiltinRenderer{resolve: resolve, blocks: map[int]cachedBlock{}}
+}
+
+// Render is Builtin, reusing blocks rendered last time where nothing changed.
+func (r *BuiltinRenderer) Render(services []config.Service, snap catalog.Snapshot) ([]byte, []Problem) {
 	var problems []Problem
-	for _, svc := range services {
-		block, probs := serviceBlockOf(svc, snap.Instances[QueryOf(svc)], resolve)
-		data.Services = append(data.Services, block)
-		problems = append(problems, probs...)
+	next := make(map[int]cachedBlock, len(services))
+	size := 0
+	for i, svc := range services {
+		b := r.block(i, svc, snap.Instances[QueryOf(svc)])
+		problems = append(problems, b.problems...)
+		next[i] = b
+		size += len(b.out)
 	}
+	r.blocks = next
 	var buf bytes.Buffer
-	if err := builtinTemplate.Execute(&buf, data); err != nil {
-		// The template is fixed and its data pre-checked: failing here is a bug.
-		panic(fmt.Sprintf("built-in template: %v", err))
+	execute(&buf, "header", nil)
+	buf.Grow(size)
+	for i := range services {
+		buf.Write(next[i].out)
 	}
 	return buf.Bytes(), problems
+}
+
+func (r *BuiltinRenderer) block(i int, svc config.Service, instances []catalog.Instance) cachedBlock {
+	if b, ok := r.blocks[i]; ok && b.svc == svc && catalog.Equal(b.instances, instances) {
+		return b
+	}
+	data, problems, cacheable := serviceBlockOf(svc, instances, r.resolve)
+	var buf bytes.Buffer
+	execute(&buf, "service", data)
+	b := cachedBlock{svc: svc, instances: instances, out: buf.Bytes(), problems: problems}
+	if !cacheable {
+		b.instances = nil // host names: resolve again next time
+		b.svc.Name = ""
+	}
+	return b
+}
+
+func execute(buf *bytes.Buffer, name string, data any) {
+	if err := builtinTemplate.ExecuteTemplate(buf, name, data); err != nil {
+		// The template is fixed and its data pre-checked: failing here is a bug.
+		panic(fmt.Sprintf("built-in template %s: %v", name, err))
+	}
 }
 
 // QueryOf is the Consul health query behind a configured service.
 func QueryOf(s config.Service) catalog.Query {
 	return catalog.Query{Service: s.Name, Tag: s.Tag, Datacenter: s.Datacenter}
-}
-
-type builtinData struct {
-	Services []serviceBlock
 }
 
 type serviceBlock struct {
@@ -96,8 +143,10 @@ type upstreamServer struct {
 	ID     string // for a comment; empty unless it is plainly safe
 }
 
-func serviceBlockOf(svc config.Service, instances []catalog.Instance, resolve Resolver) (serviceBlock, []Problem) {
-	block := serviceBlock{
+// serviceBlockOf checks and sorts one service's instances into template data.
+// cacheable is false when a host name was resolved: its answer may change.
+func serviceBlockOf(svc config.Service, instances []catalog.Instance, resolve Resolver) (block serviceBlock, problems []Problem, cacheable bool) {
+	block = serviceBlock{
 		Name: svc.Name, Tag: svc.Tag, Upstream: svc.UpstreamName(), Listen: svc.ListenAddr(),
 		Keepalive: svc.Keepalive, KeepaliveTimeout: nginxDuration(svc.KeepaliveTimeout),
 		ConnectTimeout: nginxDuration(svc.ConnectTimeout),
@@ -106,9 +155,12 @@ func serviceBlockOf(svc config.Service, instances []catalog.Instance, resolve Re
 	}
 	sorted := slices.Clone(instances)
 	catalog.SortInstances(sorted)
-	var problems []Problem
+	cacheable = true
 	seen := map[string]bool{}
 	for _, in := range sorted {
+		if _, err := netip.ParseAddr(in.Address); err != nil {
+			cacheable = false
+		}
 		servers, probs := upstreamServersOf(svc.Name, in, resolve)
 		problems = append(problems, probs...)
 		for _, s := range servers {
@@ -120,7 +172,7 @@ func serviceBlockOf(svc config.Service, instances []catalog.Instance, resolve Re
 			block.Servers = append(block.Servers, s)
 		}
 	}
-	return block, problems
+	return block, problems, cacheable
 }
 
 // upstreamServersOf checks one instance and turns it into upstream servers:

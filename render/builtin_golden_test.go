@@ -103,3 +103,23 @@ func TestBuiltinGoldenPassesNginxT(t *testing.T) {
 		}
 	}
 }
+
+// The caching renderer gives the same bytes as a fresh render, across changes.
+func TestBuiltinRendererCacheMatchesFreshRender(t *testing.T) {
+	services, snap := loadGoldenCase(t, "testdata/golden/several.json")
+	r := NewBuiltinRenderer(fakeResolver)
+	steps := []func(){
+		func() {},
+		func() { snap.Instances[QueryOf(services[1])] = nil },
+		func() { services[2].Keepalive = 4 },
+		func() {},
+	}
+	for i, step := range steps {
+		step()
+		cached, _ := r.Render(services, snap)
+		fresh, _ := Builtin(services, snap, fakeResolver)
+		if string(cached) != string(fresh) {
+			t.Fatalf("step %d: cached render differs from a fresh one:\n%s\n---\n%s", i, cached, fresh)
+		}
+	}
+}

@@ -27,7 +27,7 @@ type Engine struct {
 	dest     string
 	watcher  *catalog.Watcher // nil without services
 	tmpl     Templates        // nil without templates
-	resolve  Resolver
+	builtin  *BuiltinRenderer
 	log      *slog.Logger
 }
 
@@ -35,7 +35,7 @@ type Engine struct {
 // cfg.Nginx.ServicesConf, and cfg's templates with tmpl. Either may be nil
 // when the config has no services or no templates.
 func NewEngine(cfg *config.Config, watcher *catalog.Watcher, tmpl Templates, resolve Resolver, log *slog.Logger) *Engine {
-	e := &Engine{services: cfg.Services, dest: cfg.Nginx.ServicesConf, tmpl: tmpl, resolve: resolve, log: log.With("component", "render")}
+	e := &Engine{services: cfg.Services, dest: cfg.Nginx.ServicesConf, tmpl: tmpl, builtin: NewBuiltinRenderer(resolve), log: log.With("component", "render")}
 	if len(cfg.Services) > 0 {
 		e.watcher = watcher
 	}
@@ -137,7 +137,7 @@ func (e *Engine) loop(ctx context.Context, snaps chan catalog.Snapshot, tmplFile
 // renderBuiltin renders the built-in template and logs what was left out;
 // with seen, a problem is logged only the first time in a row it occurs.
 func (e *Engine) renderBuiltin(snap catalog.Snapshot, seen map[string]bool) File {
-	data, problems := Builtin(e.services, snap, e.resolve)
+	data, problems := e.builtin.Render(e.services, snap)
 	now := map[string]bool{}
 	for _, p := range problems {
 		now[p.String()] = true
