@@ -6,19 +6,25 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
+	"google.golang.org/grpc"
+
+	"github.com/lbctl/lbctl/consulresolver"
 	"github.com/lbctl/lbctl/greeter"
 )
 
 func main() {
-	target := flag.String("addr", "127.0.0.1:5000", "where to call: host:port of the load balancer, or a grpc-go target")
+	target := flag.String("addr", "127.0.0.1:5000", "where to call: host:port of the load balancer, or consul://AGENT/SERVICE?tag=TAG to skip it")
 	n := flag.Int("n", 10, "number of calls")
 	name := flag.String("name", "lbctl", "name to greet")
 	flag.Parse()
 
-	conn, client, err := greeter.Dial(*target)
+	conn, client, err := greeter.Dial(*target,
+		grpc.WithResolvers(consulresolver.NewBuilder(slog.New(slog.NewTextHandler(os.Stderr, nil)))),
+		grpc.WithDefaultServiceConfig(consulresolver.RoundRobin))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "greeter-client:", err)
 		os.Exit(1)
