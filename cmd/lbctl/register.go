@@ -1,18 +1,384 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
+
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/lbstate"
+	"github.com/lbctl/lbctl/registrar"
 )
 
-// newRegisterCmd is a placeholder until its part lands.
+// registerOptions holds `lbctl register`'s flags and the dependencies tests replace.
+type registerOptions struct {
+	g *globalOptions
+	// reg is bound to the flags; only flags the user set are applied (see flagAppliers).
+	reg    config.Register
+	reason string
+	// changed reports whether the user set a flag (cmd.Flags().Changed).
+	changed func(flag string) bool
+	// env is os.LookupEnv.
+	env func(string) (string, bool)
+	// host answers the hostname and interface addresses.
+	host registrar.Host
+	// log is the logger; nil builds one from the log flags.
+	log *slog.Logger
+}
+
 func newRegisterCmd(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "register",
+	def := config.DefaultRegister()
+	o := &registerOptions{g: g, reg: def, env: os.LookupEnv, host: registrar.SystemHost()}
+	cmd := &cobra.Command{
+		Use:   "register [flags] [-- COMMAND ARGS...]",
 		Short: "Register a service with the local Consul agent, optionally running it",
+		Long: `Register a service instance with the local Consul agent and keep it registered
+(re-registering if the agent loses it) until SIGTERM; then drain: maintenance,
+wait for every load balancer to confirm (docs/drain.md), deregister.
+
+With -- COMMAND ARGS..., run the app as a child: register once it accepts TCP
+connections on --port; on SIGTERM drain, then send the app SIGTERM, wait for
+it, deregister and exit with its code.
+
+Seed-style environment variables are honoured when there is no register:
+section in the config: APP_NAME, APP_PORT, TAGS (comma-separated),
+HEALTH_CHECK_TYPE, HEALTH_CHECK_ENDPOINT, CONSUL_PORT. Flags win over them.`,
+		Args: cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("register: not implemented yet")
+			app, err := appArgs(cmd, args)
+			if err != nil {
+				return err
+			}
+			o.changed = cmd.Flags().Changed
+			return runRegister(cmd.Context(), o, app)
 		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.reg.Name, "name", "", "service name (env APP_NAME)")
+	f.StringVar(&o.reg.ID, "id", "", "instance ID (default name-hostname-port)")
+	f.StringVar(&o.reg.Address, "address", "", "address to register (default: first non-loopback IPv4)")
+	f.IntVar(&o.reg.Port, "port", 0, "port to register (env APP_PORT)")
+	f.StringSliceVar(&o.reg.Tags, "tag", nil, "tag, repeatable or comma-separated (env TAGS)")
+	f.StringToStringVar(&o.reg.Meta, "meta", nil, "meta key=value, repeatable (version=...)")
+	f.IntVar(&o.reg.Weight, "weight", 0, "weight 1-100 (meta weight); 0 leaves it unset")
+	f.StringVar(&o.reg.Check.Type, "check", def.Check.Type, "check type: grpc, http, tcp or ttl (env HEALTH_CHECK_TYPE)")
+	f.StringVar(&o.reg.Check.GRPCService, "check-grpc-service", "", "service name for the grpc check (env HEALTH_CHECK_ENDPOINT)")
+	f.StringVar(&o.reg.Check.HTTPPath, "check-http-path", "/", "path or URL for the http check (env HEALTH_CHECK_ENDPOINT)")
+	f.DurationVar(&o.reg.Check.Interval, "check-interval", def.Check.Interval, "check interval")
+	f.DurationVar(&o.reg.Check.Timeout, "check-timeout", def.Check.Timeout, "check timeout")
+	f.DurationVar(&o.reg.Check.TTL, "check-ttl", def.Check.TTL, "ttl check lifetime (lbctl heartbeats every ttl/3)")
+	f.DurationVar(&o.reg.Check.DeregisterCriticalAfter, "deregister-critical-after", 0, "remove the instance after its check is critical this long (Consul's minimum is 1m)")
+	f.StringVar(&o.reg.Drain.Mode, "drain", def.Drain.Mode, "on shutdown: maintenance or deregister")
+	f.DurationVar(&o.reg.Drain.Timeout, "drain-timeout", def.Drain.Timeout, "longest wait for load balancers to confirm the drain")
+	f.StringVar(&o.reason, "reason", "lbctl drain", "maintenance reason shown in Consul")
+	return cmd
+}
+
+// appArgs is the COMMAND ARGS after --; anything else positional is a usage error.
+func appArgs(cmd *cobra.Command, args []string) ([]string, error) {
+	dash := cmd.ArgsLenAtDash()
+	if dash < 0 && len(args) > 0 || dash > 0 {
+		return nil, usageErrorf("unexpected arguments %q: put the app's command after --", args)
+	}
+	return args, nil
+}
+
+// runRegister is `lbctl register`: resolve the registration, then keep it
+// (and the app, if any) running until ctx ends, then drain.
+func runRegister(ctx context.Context, o *registerOptions, app []string) error {
+	log, err := o.logger()
+	if err != nil {
+		return err
+	}
+	cfg, err := agentConfig(o.g, o.changed("config"), o.env)
+	if err != nil {
+		return err
+	}
+	reg, err := o.registration(cfg.Register)
+	if err != nil {
+		return err
+	}
+	svc, err := registrar.ServiceFromConfig(reg).Complete(o.host)
+	if err != nil {
+		return usageErrorf("register: %v", err)
+	}
+	client, err := registrar.NewConsulClient(cfg.Consul)
+	if err != nil {
+		return err
+	}
+	s := &registerSession{client: client, r: registrar.New(client, svc, log), drain: reg.Drain, reason: o.reason, log: log}
+	if len(app) == 0 {
+		return s.keepRegistered(ctx)
+	}
+	return s.superviseApp(ctx, app)
+}
+
+func (o *registerOptions) logger() (*slog.Logger, error) {
+	if o.log != nil {
+		return o.log, nil
+	}
+	return o.g.logger()
+}
+
+// agentConfig is the config register, maint and deregister use: the config
+// file when there is one (an app container usually has none; then only the
+// environment and flags), with seed 001's CONSUL_PORT standing for
+// CONSUL_HTTP_ADDR=127.0.0.1:$CONSUL_PORT.
+func agentConfig(g *globalOptions, fileRequired bool, env func(string) (string, bool)) (*config.Config, error) {
+	opts := config.Options{Env: withConsulPort(env), ConsulFlags: g.consul}
+	cfg, err := config.Load(g.configPath, opts)
+	if errors.Is(err, fs.ErrNotExist) && !fileRequired {
+		return config.Parse("(no config file)", nil, opts)
+	}
+	return cfg, err
+}
+
+func withConsulPort(env func(string) (string, bool)) func(string) (string, bool) {
+	return func(key string) (string, bool) {
+		v, ok := env(key)
+		if key != "CONSUL_HTTP_ADDR" || ok {
+			return v, ok
+		}
+		if port, ok := env("CONSUL_PORT"); ok && port != "" {
+			return net.JoinHostPort("127.0.0.1", port), true
+		}
+		return "", false
+	}
+}
+
+// registration layers, lowest first: the config's register: section (or the
+// defaults and the seed environment variables when it has none), then the
+// flags the user set. It is validated; a bad value is a usage error.
+func (o *registerOptions) registration(fromFile *config.Register) (config.Register, error) {
+	r := config.DefaultRegister()
+	if fromFile != nil {
+		r = *fromFile
+	} else if err := applySeedEnv(&r, o.env); err != nil {
+		return r, usageErrorf("%v", err)
+	}
+	for flag, apply := range flagAppliers {
+		if o.changed(flag) {
+			apply(&r, &o.reg)
+		}
+	}
+	if err := r.Validate(); err != nil {
+		return r, usageErrorf("%v", err)
+	}
+	return r, nil
+}
+
+// flagAppliers copy one flag's value from the flag-bound registration.
+var flagAppliers = map[string]func(dst, flags *config.Register){
+	"name":                      func(d, f *config.Register) { d.Name = f.Name },
+	"id":                        func(d, f *config.Register) { d.ID = f.ID },
+	"address":                   func(d, f *config.Register) { d.Address = f.Address },
+	"port":                      func(d, f *config.Register) { d.Port = f.Port },
+	"tag":                       func(d, f *config.Register) { d.Tags = f.Tags },
+	"meta":                      func(d, f *config.Register) { d.Meta = f.Meta },
+	"weight":                    func(d, f *config.Register) { d.Weight = f.Weight },
+	"check":                     func(d, f *config.Register) { d.Check.Type = f.Check.Type },
+	"check-grpc-service":        func(d, f *config.Register) { d.Check.GRPCService = f.Check.GRPCService },
+	"check-http-path":           func(d, f *config.Register) { d.Check.HTTPPath = f.Check.HTTPPath },
+	"check-interval":            func(d, f *config.Register) { d.Check.Interval = f.Check.Interval },
+	"check-timeout":             func(d, f *config.Register) { d.Check.Timeout = f.Check.Timeout },
+	"check-ttl":                 func(d, f *config.Register) { d.Check.TTL = f.Check.TTL },
+	"deregister-critical-after": func(d, f *config.Register) { d.Check.DeregisterCriticalAfter = f.Check.DeregisterCriticalAfter },
+	"drain":                     func(d, f *config.Register) { d.Drain.Mode = f.Drain.Mode },
+	"drain-timeout":             func(d, f *config.Register) { d.Drain.Timeout = f.Drain.Timeout },
+}
+
+// applySeedEnv reads seed 001's registrar variables. Its images register
+// without a check unless HEALTH_CHECK_TYPE is set; here they get a tcp check,
+// which any listening app passes. HEALTH_CHECK_ENDPOINT is an http path or
+// URL when it starts with / or has a scheme, a gRPC health service name when
+// it is a plain name, and ignored when it is host:port (the check always
+// targets the registered address and port).
+func applySeedEnv(r *config.Register, env func(string) (string, bool)) error {
+	if v, ok := env("APP_NAME"); ok {
+		r.Name = v
+		r.Check.Type = "tcp"
+	}
+	if v, ok := env("APP_PORT"); ok {
+		port, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("APP_PORT: want a port number, got %q", v)
+		}
+		r.Port = port
+	}
+	if v, ok := env("TAGS"); ok {
+		r.Tags = splitTags(v)
+	}
+	if v, ok := env("HEALTH_CHECK_TYPE"); ok && v != "" {
+		r.Check.Type = strings.ToLower(strings.TrimSpace(v))
+	}
+	if v, ok := env("HEALTH_CHECK_ENDPOINT"); ok && v != "" {
+		switch {
+		case strings.HasPrefix(v, "/") || strings.Contains(v, "://"):
+			r.Check.HTTPPath = v
+		case !strings.Contains(v, ":"):
+			r.Check.GRPCService = v
+		}
+	}
+	return nil
+}
+
+func splitTags(s string) []string {
+	var tags []string
+	for _, t := range strings.Split(s, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			tags = append(tags, t)
+		}
+	}
+	return tags
+}
+
+// registerSession is one `lbctl register` run: the registrar, the drain
+// settings, and how long the shutdown steps may take.
+type registerSession struct {
+	client *api.Client
+	r      *registrar.Registrar
+	drain  config.RegisterDrain
+	reason string
+	log    *slog.Logger
+}
+
+// stopGrace bounds the last steps of a shutdown that run after ctx ended
+// (deregistering), besides the drain's own timeout.
+const stopGrace = 10 * time.Second
+
+// keepRegistered registers and keeps the registration until ctx ends, then drains and deregisters.
+func (s *registerSession) keepRegistered(ctx context.Context) error {
+	if err := s.r.Run(ctx); err != nil {
+		return err
+	}
+	stopCtx := context.WithoutCancel(ctx)
+	s.drainNow(stopCtx)
+	return s.deregister(stopCtx)
+}
+
+// superviseApp runs the app, registers it once it listens, and when ctx ends
+// drains, stops the app, waits for it, deregisters and exits with its code.
+// An app that exits on its own is deregistered and its code returned.
+func (s *registerSession) superviseApp(ctx context.Context, argv []string) error {
+	app, err := startApp(argv)
+	if err != nil {
+		return err
+	}
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	runDone := make(chan error, 1)
+	go func() { runDone <- s.registerWhenListening(runCtx, app) }()
+	var runErr error
+	select {
+	case <-app.Done():
+		stopRun()
+		runErr = <-runDone
+		s.log.Warn("app exited on its own", "code", app.ExitCode())
+	case runErr = <-runDone: // ctx ended, or the app exited before listening
+	case <-ctx.Done():
+		runErr = <-runDone
+	}
+	stopRun()
+	stopCtx := context.WithoutCancel(ctx)
+	registered := isClosed(s.r.Registered())
+	if registered && !isClosed(app.Done()) {
+		s.drainNow(stopCtx)
+	}
+	s.stopApp(app)
+	if registered {
+		if err := s.deregister(stopCtx); err != nil {
+			s.log.Error("deregistering failed", "err", err)
+		}
+	}
+	code := app.ExitCode()
+	if runErr != nil {
+		return &exitError{code: max(code, 1), err: runErr}
+	}
+	return &exitError{code: code}
+}
+
+// registerWhenListening runs the registrar once the app accepts TCP
+// connections; nil at once when the app exits or ctx ends first.
+func (s *registerSession) registerWhenListening(ctx context.Context, app *appProcess) error {
+	if !s.waitListening(ctx, app) {
+		return nil
+	}
+	return s.r.Run(ctx)
+}
+
+// waitListening polls a TCP connection to the service's port until the app
+// accepts one; false when ctx ends or the app exits first.
+func (s *registerSession) waitListening(ctx context.Context, app *appProcess) bool {
+	svc := s.r.Service()
+	addr := net.JoinHostPort(svc.Address, strconv.Itoa(svc.Port))
+	b := registrar.NewBackoff(20*time.Millisecond, 500*time.Millisecond)
+	for {
+		d := net.Dialer{Timeout: time.Second}
+		conn, err := d.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			conn.Close()
+			return true
+		}
+		select {
+		case <-app.Done():
+			return false
+		default:
+		}
+		if b.Wait(ctx) != nil {
+			return false
+		}
+	}
+}
+
+// stopApp sends the app SIGTERM (unless it has exited) and waits for it.
+func (s *registerSession) stopApp(app *appProcess) {
+	if isClosed(app.Done()) {
+		return
+	}
+	if err := app.Signal(syscall.SIGTERM); err != nil {
+		s.log.Error("stopping the app failed", "err", err)
+	}
+	<-app.Done()
+	s.log.Info("app exited", "code", app.ExitCode())
+}
+
+// drainNow runs the drain; its outcome is logged, and shutdown goes on whatever it was.
+func (s *registerSession) drainNow(ctx context.Context) {
+	_, err := s.r.Drain(ctx, registrar.DrainOptions{
+		Mode: s.drain.Mode, Reason: s.reason, Timeout: s.drain.Timeout,
+		Waiter: lbstate.NewWaiter(s.client, s.log),
+	})
+	if err != nil {
+		s.log.Warn("drain incomplete; stopping anyway", "err", err)
+	}
+}
+
+func (s *registerSession) deregister(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, stopGrace)
+	defer cancel()
+	if err := s.r.Deregister(ctx); err != nil {
+		return err
+	}
+	s.log.Info("deregistered")
+	return nil
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }

@@ -1,0 +1,148 @@
+package lbstate
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Waiter is the draining instance's side: it waits, with blocking queries on
+// Prefix, until every live load balancer routing to a Target has confirmed it.
+type Waiter struct {
+	client *api.Client
+	log    *slog.Logger
+
+	// Prefix is the KV prefix (Prefix by default).
+	Prefix string
+	// WaitTime is how long one blocking query may hang in Consul.
+	WaitTime time.Duration
+	// RetryMin and RetryMax bound the pause after a failed query.
+	RetryMin, RetryMax time.Duration
+}
+
+// NewWaiter waits through client.
+func NewWaiter(client *api.Client, log *slog.Logger) *Waiter {
+	return &Waiter{
+		client: client, log: log.With("component", "lbstate"),
+		Prefix: Prefix, WaitTime: time.Minute, RetryMin: 50 * time.Millisecond, RetryMax: 2 * time.Second,
+	}
+}
+
+// Result is how a wait ended.
+type Result struct {
+	// Confirmed are the load balancers that confirmed the target.
+	Confirmed []string
+	// Pending are those that had not when the wait ended (empty unless TimedOut).
+	Pending []string
+	// Ignored are live load balancers that do not route to the target's service and tags.
+	Ignored []string
+	// TimedOut says the bound passed before every load balancer confirmed.
+	TimedOut bool
+	// LastErr is the last failed Consul query, if the wait ended on one.
+	LastErr error
+	// Waited is how long the wait took.
+	Waited time.Duration
+}
+
+// Wait returns once every live load balancer that routes to t has confirmed
+// t.Index, or once timeout has passed (TimedOut set, Pending naming the
+// stragglers: the caller proceeds and says so). A timeout of 0 or less waits
+// as long as ctx. Only ctx ending returns an error.
+func (w *Waiter) Wait(ctx context.Context, t Target, timeout time.Duration) (Result, error) {
+	start := time.Now()
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if timeout > 0 {
+		wctx, cancel = context.WithTimeout(ctx, timeout)
+	}
+	defer cancel()
+	var (
+		index    uint64
+		res      Result
+		failures int
+	)
+	for {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: w.WaitTime}).WithContext(wctx)
+		pairs, meta, err := w.client.KV().List(w.Prefix, q)
+		if ctx.Err() != nil {
+			return res, fmt.Errorf("wait for load balancers: %w", ctx.Err())
+		}
+		if wctx.Err() != nil {
+			res.TimedOut, res.Waited = true, time.Since(start)
+			return res, nil
+		}
+		if err != nil {
+			failures++
+			res.LastErr = fmt.Errorf("list load balancers under %s: %w", w.Prefix, err)
+			w.log.Debug("listing load balancers failed; retrying", "err", err)
+			w.pause(wctx, failures) // when wctx ends, the next round reports it
+			continue
+		}
+		failures, res.LastErr = 0, nil
+		index = nextIndex(index, meta.LastIndex)
+		res = w.evaluate(pairs, t)
+		if len(res.Pending) == 0 {
+			res.Waited = time.Since(start)
+			return res, nil
+		}
+		w.log.Debug("waiting for load balancers", "pending", res.Pending, "index", t.Index)
+	}
+}
+
+// nextIndex follows Consul's blocking-query rules: an index that went
+// backwards (a restored or restarted cluster) starts over from 0.
+func nextIndex(prev, got uint64) uint64 {
+	if got < prev {
+		return 0
+	}
+	return got
+}
+
+// evaluate sorts the live load balancers into confirmed, pending and ignored.
+// A key without a session is not live; an unreadable one counts as pending.
+func (w *Waiter) evaluate(pairs api.KVPairs, t Target) Result {
+	var res Result
+	for _, p := range pairs {
+		if p.Session == "" {
+			continue
+		}
+		st, err := decodeState(p.Key, p.Value)
+		if err != nil {
+			w.log.Warn("unreadable load balancer state; counting it as not confirmed", "err", err)
+			res.Pending = append(res.Pending, p.Key)
+			continue
+		}
+		switch relevant, confirmed := t.verdict(st); {
+		case !relevant:
+			res.Ignored = append(res.Ignored, st.ID)
+		case confirmed:
+			res.Confirmed = append(res.Confirmed, st.ID)
+		default:
+			res.Pending = append(res.Pending, st.ID)
+		}
+	}
+	slices.Sort(res.Confirmed)
+	slices.Sort(res.Pending)
+	slices.Sort(res.Ignored)
+	return res
+}
+
+// pause sleeps a jittered, growing delay after a failed query, or until ctx ends.
+func (w *Waiter) pause(ctx context.Context, failures int) {
+	d := w.RetryMin
+	for i := 1; i < failures && d < w.RetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, w.RetryMax)
+	d = d/2 + time.Duration(rand.Float64()*float64(d/2))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

@@ -1,0 +1,140 @@
+package registrar
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/lbstate"
+)
+
+// Drain modes: how an instance is taken out of load balancing.
+const (
+	// DrainMaintenance keeps the instance registered but critical.
+	DrainMaintenance = "maintenance"
+	// DrainDeregister removes it at once.
+	DrainDeregister = "deregister"
+)
+
+// DrainOptions are one drain's settings.
+type DrainOptions struct {
+	// Mode is DrainMaintenance or DrainDeregister.
+	Mode string
+	// Reason is shown in Consul for maintenance.
+	Reason string
+	// Timeout bounds the whole drain (taking the instance out and waiting for
+	// the load balancers); 0 bounds it by ctx only.
+	Timeout time.Duration
+	// Waiter waits for the load balancers.
+	Waiter *lbstate.Waiter
+}
+
+// Drain takes the instance out of load balancing, then waits until every live
+// load balancer routing to it has confirmed that change (docs/drain.md). A
+// timeout is not an error: the result says TimedOut and names the pending
+// load balancers, and Drain logs that it proceeds. The error says what could
+// not be done (the caller logs it and stops the app anyway).
+func (r *Registrar) Drain(ctx context.Context, d DrainOptions) (lbstate.Result, error) {
+	start := time.Now()
+	dctx, cancel := ctx, context.CancelFunc(func() {})
+	if d.Timeout > 0 {
+		dctx, cancel = context.WithTimeout(ctx, d.Timeout)
+	}
+	defer cancel()
+	index, err := r.TakeOutOfService(dctx, d.Mode, d.Reason)
+	if err != nil {
+		return lbstate.Result{TimedOut: dctx.Err() != nil, Waited: time.Since(start)}, err
+	}
+	r.log.Info("out of service; waiting for load balancers to confirm", "mode", d.Mode, "index", index)
+	target := lbstate.Target{Service: r.svc.Name, Tags: r.svc.Tags, Index: index}
+	remaining := time.Duration(0)
+	if deadline, ok := dctx.Deadline(); ok {
+		remaining = max(time.Until(deadline), time.Millisecond)
+	}
+	res, err := d.Waiter.Wait(ctx, target, remaining)
+	res.Waited = time.Since(start)
+	if err != nil {
+		return res, fmt.Errorf("drain %s: %w", r.svc.ID, err)
+	}
+	r.logDrained(res)
+	return res, nil
+}
+
+func (r *Registrar) logDrained(res lbstate.Result) {
+	if res.TimedOut {
+		args := []any{"waited", res.Waited.Round(time.Millisecond), "pending", res.Pending, "confirmed", res.Confirmed}
+		if res.LastErr != nil {
+			args = append(args, "err", res.LastErr)
+		}
+		r.log.Warn("drain timed out before every load balancer confirmed; proceeding", args...)
+		return
+	}
+	r.log.Info("drained: every load balancer confirmed", "waited", res.Waited.Round(time.Millisecond),
+		"confirmed", res.Confirmed, "ignored", res.Ignored)
+}
+
+// TakeOutOfService puts the instance into maintenance (or deregisters it,
+// per mode) and returns the Consul index of the first health answer for its
+// service in which the change shows: a load balancer that has applied that
+// index or a later one no longer sends the instance new calls.
+func (r *Registrar) TakeOutOfService(ctx context.Context, mode, reason string) (uint64, error) {
+	var err error
+	switch mode {
+	case DrainMaintenance:
+		err = SetMaintenance(ctx, r.client, r.svc.ID, true, reason)
+	case DrainDeregister:
+		err = r.Deregister(ctx)
+	default:
+		return 0, fmt.Errorf("drain mode %q: want %s or %s", mode, DrainMaintenance, DrainDeregister)
+	}
+	if err != nil {
+		return 0, err
+	}
+	return r.waitForCatalog(ctx, func(entries []*api.ServiceEntry) bool { return r.outOfService(entries, mode) })
+}
+
+// outOfService reports whether the servers' health answer shows the change.
+func (r *Registrar) outOfService(entries []*api.ServiceEntry, mode string) bool {
+	i := slices.IndexFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.ID == r.svc.ID })
+	if mode == DrainDeregister || i < 0 {
+		return i < 0
+	}
+	maint := "_service_maintenance:" + r.svc.ID
+	return slices.ContainsFunc(entries[i].Checks, func(c *api.HealthCheck) bool {
+		return c.CheckID == maint && c.Status == api.HealthCritical
+	})
+}
+
+// waitForCatalog runs blocking health queries for the service until done
+// says the answer shows what we wait for, and returns that answer's index.
+func (r *Registrar) waitForCatalog(ctx context.Context, done func([]*api.ServiceEntry) bool) (uint64, error) {
+	b := NewBackoff(50*time.Millisecond, time.Second)
+	var index uint64
+	for {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second}).WithContext(ctx)
+		entries, meta, err := r.client.Health().Service(r.svc.Name, "", false, q)
+		if err == nil && done(entries) {
+			return meta.LastIndex, nil
+		}
+		if err == nil {
+			index = nextIndex(index, meta.LastIndex)
+			b.Reset()
+			continue
+		}
+		if werr := b.Wait(ctx); werr != nil {
+			return 0, fmt.Errorf("wait for the catalog to show %s out of service: %w (last error: %v)", r.svc.ID, werr, err)
+		}
+	}
+}
+
+// nextIndex follows Consul's blocking-query rules: an index that went
+// backwards starts over from 0.
+func nextIndex(prev, got uint64) uint64 {
+	if got < prev {
+		return 0
+	}
+	return got
+}
