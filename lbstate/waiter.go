@@ -35,6 +35,8 @@ func NewWaiter(client *api.Client, log *slog.Logger) *Waiter {
 
 // Result is how a wait ended.
 type Result struct {
+	// Index is the Consul index that was waited for.
+	Index uint64
 	// Confirmed are the load balancers that confirmed the target.
 	Confirmed []string
 	// Pending are those that had not when the wait ended (empty unless TimedOut).
@@ -62,7 +64,7 @@ func (w *Waiter) Wait(ctx context.Context, t Target, timeout time.Duration) (Res
 	defer cancel()
 	var (
 		index    uint64
-		res      Result
+		res      = Result{Index: t.Index}
 		failures int
 	)
 	for {
@@ -85,6 +87,7 @@ func (w *Waiter) Wait(ctx context.Context, t Target, timeout time.Duration) (Res
 		failures, res.LastErr = 0, nil
 		index = nextIndex(index, meta.LastIndex)
 		res = w.evaluate(pairs, t)
+		res.Index = t.Index
 		if len(res.Pending) == 0 {
 			res.Waited = time.Since(start)
 			return res, nil
