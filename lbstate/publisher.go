@@ -31,6 +31,9 @@ type Publisher struct {
 	// SessionTTL is how long the key outlives a load balancer that stopped
 	// renewing (Consul may take up to twice this). At least 10s.
 	SessionTTL time.Duration
+	// RefreshEvery is how often Run renews the session and retries an
+	// unpublished state (SessionTTL/3 at most).
+	RefreshEvery time.Duration
 	// Now is time.Now; tests may fix it.
 	Now func() time.Time
 
@@ -45,7 +48,7 @@ type Publisher struct {
 func NewPublisher(client *api.Client, id string, log *slog.Logger) *Publisher {
 	return &Publisher{
 		client: client, id: id, log: log.With("component", "lbstate", "lb", id),
-		Prefix: Prefix, SessionTTL: 10 * time.Second, Now: time.Now,
+		Prefix: Prefix, SessionTTL: 10 * time.Second, RefreshEvery: 2 * time.Second, Now: time.Now,
 	}
 }
 
@@ -70,7 +73,7 @@ func (p *Publisher) Publish(ctx context.Context, queries []QueryIndex) error {
 // then destroys the session, which deletes the key: waiters stop counting
 // this load balancer.
 func (p *Publisher) Run(ctx context.Context) error {
-	t := time.NewTicker(min(p.SessionTTL/3, 2*time.Second))
+	t := time.NewTicker(min(p.SessionTTL/3, p.RefreshEvery))
 	defer t.Stop()
 	defer p.destroySession()
 	for {
