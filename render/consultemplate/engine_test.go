@@ -1,0 +1,355 @@
+package consultemplate
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/render"
+)
+
+func TestMain(m *testing.M) {
+	// Keep consul-template's TRACE lines out of test output; warnings stay.
+	RouteLibraryLog(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	os.Exit(m.Run())
+}
+
+// seedTemplate is the seed stack's template: an upstream of every passing
+// hello_server instance and a server block that grpc_passes to it.
+const seedTemplate = "testdata/grpc.conf.tpl"
+
+func templateConfig(t *testing.T, source string) config.Template {
+	return config.Template{Source: source, Destination: filepath.Join(t.TempDir(), filepath.Base(source)+".conf")}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func newEngine(t *testing.T, c *testrig.Consul, templates ...config.Template) *Engine {
+	t.Helper()
+	e, err := New(templates, config.Consul{Address: c.Addr}, testLogger(t))
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return e
+}
+
+func registerHello(c *testrig.Consul, id, address string, port int, check *api.AgentServiceCheck) {
+	c.Register(&api.AgentServiceRegistration{ID: id, Name: "hello_server", Address: address, Port: port,
+		Tags: []string{"grpc", id}, Check: check})
+}
+
+func onceFiles(t *testing.T, e *Engine) []render.File {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	files, err := e.Once(ctx)
+	if err != nil {
+		t.Fatalf("Once: %v", err)
+	}
+	return files
+}
+
+// renderWithConsulTemplate renders source with the real consul-template
+// binary against the agent at addr.
+func renderWithConsulTemplate(t *testing.T, addr, source string) []byte {
+	t.Helper()
+	bin := testrig.ConsulTemplateBinary(t)
+	out := filepath.Join(t.TempDir(), "out.conf")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-once", "-log-level=err", "-consul-addr="+addr,
+		"-template="+source+":"+out)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("consul-template: %v\n%s", err, msg)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
+func TestOnceRendersLikeConsulTemplate(t *testing.T) {
+	c := testrig.StartConsul(t)
+	tpls := []config.Template{templateConfig(t, seedTemplate), templateConfig(t, "testdata/delims.tpl")}
+	tpls[1].LeftDelim, tpls[1].RightDelim = "[[", "]]"
+	e := newEngine(t, c, tpls...)
+
+	compare := func(t *testing.T) []render.File {
+		files := onceFiles(t, e)
+		if len(files) != 2 {
+			t.Fatalf("got %d files, want 2", len(files))
+		}
+		for i, f := range files {
+			if f.Path != tpls[i].Destination || f.Source != tpls[i].Source || f.Perms != 0o644 {
+				t.Errorf("file %d: path %q source %q perms %v; want %q %q 0644", i, f.Path, f.Source, f.Perms, tpls[i].Destination, tpls[i].Source)
+			}
+		}
+		if want := renderWithConsulTemplate(t, c.Addr, seedTemplate); !bytes.Equal(files[0].Data, want) {
+			t.Errorf("lbctl rendered\n%s\nconsul-template rendered\n%s", files[0].Data, want)
+		}
+		// consul-template has no flag for delimiters; compare with the
+		// template rewritten to the default ones.
+		std := filepath.Join(t.TempDir(), "delims-std.tpl")
+		src, _ := os.ReadFile("testdata/delims.tpl")
+		os.WriteFile(std, []byte(strings.NewReplacer("[[", "{{", "]]", "}}").Replace(string(src))), 0o644)
+		if want := renderWithConsulTemplate(t, c.Addr, std); !bytes.Equal(files[1].Data, want) {
+			t.Errorf("lbctl rendered\n%s\nconsul-template rendered\n%s", files[1].Data, want)
+		}
+		return files
+	}
+
+	t.Run("no instances", func(t *testing.T) {
+		files := compare(t)
+		if !bytes.Contains(files[0].Data, []byte("server 127.0.0.1:1 down;")) {
+			t.Errorf("want the no-instance branch, got\n%s", files[0].Data)
+		}
+	})
+	t.Run("several instances", func(t *testing.T) {
+		registerHello(c, "hello-b", "127.0.0.1", 7002, nil)
+		registerHello(c, "hello-a", "127.0.0.1", 7001, nil)
+		registerHello(c, "hello-node-address", "", 7003, nil)
+		registerHello(c, "hello-sick", "127.0.0.1", 7004, &api.AgentServiceCheck{TTL: "1h", Status: api.HealthCritical})
+		files := compare(t)
+		for _, want := range []string{"server 127.0.0.1:7001;\n  server 127.0.0.1:7002;", "server 127.0.0.1:7003;"} {
+			if !bytes.Contains(files[0].Data, []byte(want)) {
+				t.Errorf("missing %q in\n%s", want, files[0].Data)
+			}
+		}
+		if bytes.Contains(files[0].Data, []byte(":7004")) {
+			t.Errorf("the critical instance was rendered:\n%s", files[0].Data)
+		}
+		if !bytes.Contains(files[1].Data, []byte("# {{ left alone }}")) {
+			t.Errorf("custom delimiters: want {{ }} left alone, got\n%s", files[1].Data)
+		}
+
+		n := testrig.NewNginx(t)
+		n.WriteConf("grpc.conf", string(files[0].Data))
+		if err := n.Test(); err != nil {
+			t.Errorf("nginx -t on the rendered config: %v\n%s", err, files[0].Data)
+		}
+	})
+}
+
+// emits collects what Run emits.
+type emits chan []render.File
+
+// next waits for an emit whose first file satisfies ok, failing after a deadline.
+func (ch emits) next(t *testing.T, what string, ok func(data string) bool) []render.File {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case files := <-ch:
+			if ok(string(files[0].Data)) {
+				return files
+			}
+		case <-deadline:
+			t.Fatalf("no emit with %s within 30s", what)
+		}
+	}
+}
+
+func TestRunFollowsConsul(t *testing.T) {
+	c := testrig.StartConsul(t)
+	e := newEngine(t, c, templateConfig(t, seedTemplate))
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(emits, 64)
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx, func(f []render.File) { ch <- f }) }()
+	defer func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run returned %v after cancel, want nil", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Errorf("Run did not return within 10s of cancel")
+		}
+	}()
+
+	has := func(port int) func(string) bool {
+		return func(d string) bool { return strings.Contains(d, fmt.Sprintf("server 127.0.0.1:%d;", port)) }
+	}
+	hasNot := func(port int) func(string) bool { return func(d string) bool { return !has(port)(d) } }
+	both := func(a, b func(string) bool) func(string) bool { return func(d string) bool { return a(d) && b(d) } }
+
+	first := ch.next(t, "the empty upstream", func(d string) bool { return strings.Contains(d, "down; # no passing instance") })
+	if len(first) != 1 {
+		t.Fatalf("got %d files, want 1", len(first))
+	}
+	registerHello(c, "hello-1", "127.0.0.1", 7101, nil)
+	ch.next(t, "the first instance", has(7101))
+	registerHello(c, "hello-2", "127.0.0.1", 7102, nil)
+	ch.next(t, "both instances", both(has(7101), has(7102)))
+	c.Deregister("hello-1")
+	last := ch.next(t, "only the second instance", both(hasNot(7101), has(7102)))
+
+	n := testrig.NewNginx(t)
+	n.WriteConf("grpc.conf", string(last[0].Data))
+	if err := n.Test(); err != nil {
+		t.Errorf("nginx -t: %v\n%s", err, last[0].Data)
+	}
+}
+
+func TestRunEmitsOnlyChanges(t *testing.T) {
+	if changed([][]byte{[]byte("a"), []byte("b")}, [][]byte{[]byte("a"), []byte("b")}) {
+		t.Error("equal outputs reported as changed")
+	}
+	if !changed([][]byte{[]byte("a"), []byte("b")}, [][]byte{[]byte("a"), []byte("c")}) {
+		t.Error("a changed second output not reported")
+	}
+	if !changed(nil, [][]byte{[]byte("")}) {
+		t.Error("the first render must be emitted, even when empty")
+	}
+}
+
+func TestCheckNamesFileAndLine(t *testing.T) {
+	for _, tc := range []struct{ source, want string }{
+		{"testdata/syntax_error.tpl", "testdata/syntax_error.tpl:3: unexpected"},
+		{"testdata/unknown_func.tpl", `testdata/unknown_func.tpl:3: function "nosuchfunc" not defined`},
+	} {
+		t.Run(filepath.Base(tc.source), func(t *testing.T) {
+			err := Check([]config.Template{templateConfig(t, tc.source)})
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("Check: got %v, want an error starting %q", err, tc.want)
+			}
+			if _, err := New([]config.Template{templateConfig(t, tc.source)}, config.Consul{}, testLogger(t)); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("New: got %v, want an error starting %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCheckAcceptsGoodTemplates(t *testing.T) {
+	delims := templateConfig(t, "testdata/delims.tpl")
+	delims.LeftDelim, delims.RightDelim = "[[", "]]"
+	if err := Check([]config.Template{templateConfig(t, seedTemplate), delims}); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+}
+
+func TestCheckHasNoSideEffects(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "written")
+	src := filepath.Join(dir, "effects.tpl")
+	os.WriteFile(src, []byte(`{{ writeToFile "`+victim+`" "" "" "0644" "x" }}{{ plugin "/bin/false" }}`), 0o644)
+	if err := Check([]config.Template{templateConfig(t, src)}); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if _, err := os.Stat(victim); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Check ran writeToFile: stat %s: %v", victim, err)
+	}
+}
+
+func TestMissingTemplateFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.tpl")
+	for name, err := range map[string]error{
+		"Check": Check([]config.Template{templateConfig(t, missing)}),
+		"New": func() error {
+			_, err := New([]config.Template{templateConfig(t, missing)}, config.Consul{}, testLogger(t))
+			return err
+		}(),
+	} {
+		if err == nil || !strings.Contains(err.Error(), missing) || !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: got %v, want a not-exist error naming %s", name, err, missing)
+		}
+	}
+}
+
+func TestCheckReportsEveryBadTemplate(t *testing.T) {
+	err := Check([]config.Template{templateConfig(t, "testdata/syntax_error.tpl"), templateConfig(t, "testdata/unknown_func.tpl")})
+	if err == nil || !strings.Contains(err.Error(), "syntax_error.tpl:3") || !strings.Contains(err.Error(), "unknown_func.tpl:3") {
+		t.Fatalf("got %v, want both templates named", err)
+	}
+}
+
+func TestOnceUnreachableConsul(t *testing.T) {
+	const token = "s3cr3t-acl-token-7f1e"
+	var logs bytes.Buffer
+	addr := fmt.Sprintf("127.0.0.1:%d", testrig.FreePort(t))
+	e, err := New([]config.Template{templateConfig(t, seedTemplate)},
+		config.Consul{Address: addr, Token: config.Secret(token)},
+		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatalf("New must not contact Consul: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	files, err := e.Once(ctx)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Once took %s with a 1.5s deadline", took)
+	}
+	if files != nil || !errors.Is(err, ErrNotRendered) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got files %v, err %v; want ErrNotRendered and DeadlineExceeded", files, err)
+	}
+	for _, want := range []string{addr, `health.service(hello_server|passing)`, "connection refused"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), token) || strings.Contains(logs.String(), token) {
+		t.Errorf("the token leaked:\nerror: %v\nlogs: %s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "consul query failed") {
+		t.Errorf("the failed queries were not logged:\n%s", logs.String())
+	}
+}
+
+func TestOnceTemplateErrorNamesLine(t *testing.T) {
+	c := testrig.StartConsul(t)
+	src := filepath.Join(t.TempDir(), "first.tpl")
+	os.WriteFile(src, []byte("upstream u {\n{{ with index (service \"hello_server\") 0 }}server {{ .Address }};{{ end }}\n}\n"), 0o644)
+	e := newEngine(t, c, templateConfig(t, src))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := e.Once(ctx)
+	if err == nil || !strings.Contains(err.Error(), src+":2:") || !strings.Contains(err.Error(), "index") {
+		t.Fatalf("got %v, want an execution error at %s:2", err, src)
+	}
+}
+
+func TestVaultTemplateIsRefused(t *testing.T) {
+	c := testrig.StartConsul(t)
+	src := filepath.Join(t.TempDir(), "vault.tpl")
+	os.WriteFile(src, []byte(`{{ with secret "secret/x" }}{{ .Data }}{{ end }}`), 0o644)
+	e := newEngine(t, c, templateConfig(t, src))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := e.Once(ctx); err == nil || !strings.Contains(err.Error(), "not Vault or Nomad") {
+		t.Fatalf("got %v, want a refusal of the Vault dependency", err)
+	}
+}
+
+func TestMissingTokenFile(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "token")
+	_, err := New([]config.Template{templateConfig(t, seedTemplate)}, config.Consul{TokenFile: missing}, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("got %v, want an error naming %s", err, missing)
+	}
+}

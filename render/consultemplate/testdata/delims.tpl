@@ -1,0 +1,4 @@
+# [[ "{{ left alone }}" ]]
+upstream kv {
+[[ range service "hello_server" ]]  server [[ .Address ]]:[[ .Port ]]; # [[ .ID ]] [[ join "," .Tags ]]
+[[ end ]]}

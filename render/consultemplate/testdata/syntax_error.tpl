@@ -1,0 +1,4 @@
+upstream broken {
+  server {{ range service "x" }}
+{{ .Address }
+}
