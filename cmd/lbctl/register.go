@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/lbstate"
@@ -38,8 +39,7 @@ type registerOptions struct {
 }
 
 func newRegisterCmd(g *globalOptions) *cobra.Command {
-	def := config.DefaultRegister()
-	o := &registerOptions{g: g, reg: def, env: os.LookupEnv, host: registrar.SystemHost()}
+	o := newRegisterOptions(g)
 	cmd := &cobra.Command{
 		Use:   "register [flags] [-- COMMAND ARGS...]",
 		Short: "Register a service with the local Consul agent, optionally running it",
@@ -64,7 +64,16 @@ HEALTH_CHECK_TYPE, HEALTH_CHECK_ENDPOINT, CONSUL_PORT. Flags win over them.`,
 			return runRegister(cmd.Context(), o, app)
 		},
 	}
-	f := cmd.Flags()
+	o.bindFlags(cmd.Flags())
+	return cmd
+}
+
+func newRegisterOptions(g *globalOptions) *registerOptions {
+	return &registerOptions{g: g, reg: config.DefaultRegister(), env: os.LookupEnv, host: registrar.SystemHost()}
+}
+
+func (o *registerOptions) bindFlags(f *pflag.FlagSet) {
+	def := config.DefaultRegister()
 	f.StringVar(&o.reg.Name, "name", "", "service name (env APP_NAME)")
 	f.StringVar(&o.reg.ID, "id", "", "instance ID (default name-hostname-port)")
 	f.StringVar(&o.reg.Address, "address", "", "address to register (default: first non-loopback IPv4)")
@@ -82,7 +91,6 @@ HEALTH_CHECK_TYPE, HEALTH_CHECK_ENDPOINT, CONSUL_PORT. Flags win over them.`,
 	f.StringVar(&o.reg.Drain.Mode, "drain", def.Drain.Mode, "on shutdown: maintenance or deregister")
 	f.DurationVar(&o.reg.Drain.Timeout, "drain-timeout", def.Drain.Timeout, "longest wait for load balancers to confirm the drain")
 	f.StringVar(&o.reason, "reason", "lbctl drain", "maintenance reason shown in Consul")
-	return cmd
 }
 
 // appArgs is the COMMAND ARGS after --; anything else positional is a usage error.
