@@ -94,30 +94,26 @@ func renderWithConsulTemplate(t *testing.T, addr, source string) []byte {
 
 func TestOnceRendersLikeConsulTemplate(t *testing.T) {
 	c := testrig.StartConsul(t)
-	tpls := []config.Template{templateConfig(t, seedTemplate), templateConfig(t, "testdata/delims.tpl")}
+	tpls := []config.Template{templateConfig(t, seedTemplate), templateConfig(t, "testdata/delims.tpl"),
+		templateConfig(t, "testdata/all_services.tpl")}
 	tpls[1].LeftDelim, tpls[1].RightDelim = "[[", "]]"
+	// consul-template has no flag for delimiters: the binary gets the
+	// template rewritten to the default ones.
+	references := []string{tpls[0].Source, withDefaultDelims(t, tpls[1].Source, "[[", "]]"), tpls[2].Source}
 	e := newEngine(t, c, tpls...)
 
 	compare := func(t *testing.T) []render.File {
 		files := onceFiles(t, e)
-		if len(files) != 2 {
-			t.Fatalf("got %d files, want 2", len(files))
+		if len(files) != len(tpls) {
+			t.Fatalf("got %d files, want %d", len(files), len(tpls))
 		}
 		for i, f := range files {
 			if f.Path != tpls[i].Destination || f.Source != tpls[i].Source || f.Perms != 0o644 {
 				t.Errorf("file %d: path %q source %q perms %v; want %q %q 0644", i, f.Path, f.Source, f.Perms, tpls[i].Destination, tpls[i].Source)
 			}
-		}
-		if want := renderWithConsulTemplate(t, c.Addr, seedTemplate); !bytes.Equal(files[0].Data, want) {
-			t.Errorf("lbctl rendered\n%s\nconsul-template rendered\n%s", files[0].Data, want)
-		}
-		// consul-template has no flag for delimiters; compare with the
-		// template rewritten to the default ones.
-		std := filepath.Join(t.TempDir(), "delims-std.tpl")
-		src, _ := os.ReadFile("testdata/delims.tpl")
-		os.WriteFile(std, []byte(strings.NewReplacer("[[", "{{", "]]", "}}").Replace(string(src))), 0o644)
-		if want := renderWithConsulTemplate(t, c.Addr, std); !bytes.Equal(files[1].Data, want) {
-			t.Errorf("lbctl rendered\n%s\nconsul-template rendered\n%s", files[1].Data, want)
+			if want := renderWithConsulTemplate(t, c.Addr, references[i]); !bytes.Equal(f.Data, want) {
+				t.Errorf("%s: lbctl rendered\n%s\nconsul-template rendered\n%s", f.Source, f.Data, want)
+			}
 		}
 		return files
 	}
@@ -133,6 +129,9 @@ func TestOnceRendersLikeConsulTemplate(t *testing.T) {
 		registerHello(c, "hello-a", "127.0.0.1", 7001, nil)
 		registerHello(c, "hello-node-address", "", 7003, nil)
 		registerHello(c, "hello-sick", "127.0.0.1", 7004, &api.AgentServiceCheck{TTL: "1h", Status: api.HealthCritical})
+		c.Register(&api.AgentServiceRegistration{ID: "echo-1", Name: "echo-server", Address: "127.0.0.2", Port: 7010,
+			Tags: []string{"grpc"}, Meta: map[string]string{"weight": "3"}})
+		c.Register(&api.AgentServiceRegistration{ID: "web-1", Name: "web", Address: "127.0.0.3", Port: 80})
 		files := compare(t)
 		for _, want := range []string{"server 127.0.0.1:7001;\n  server 127.0.0.1:7002;", "server 127.0.0.1:7003;"} {
 			if !bytes.Contains(files[0].Data, []byte(want)) {
@@ -145,26 +144,45 @@ func TestOnceRendersLikeConsulTemplate(t *testing.T) {
 		if !bytes.Contains(files[1].Data, []byte("# {{ left alone }}")) {
 			t.Errorf("custom delimiters: want {{ }} left alone, got\n%s", files[1].Data)
 		}
+		if !bytes.Contains(files[2].Data, []byte("upstream echo_server {\n  server 127.0.0.2:7010 weight=3;")) || bytes.Contains(files[2].Data, []byte("upstream web")) {
+			t.Errorf("want an echo_server upstream with weight 3 and no web upstream, got\n%s", files[2].Data)
+		}
 
 		n := testrig.NewNginx(t)
 		n.WriteConf("grpc.conf", string(files[0].Data))
+		n.WriteConf("all.conf", string(files[2].Data))
 		if err := n.Test(); err != nil {
-			t.Errorf("nginx -t on the rendered config: %v\n%s", err, files[0].Data)
+			t.Errorf("nginx -t on the rendered configs: %v\n%s\n%s", err, files[0].Data, files[2].Data)
 		}
 	})
+}
+
+// withDefaultDelims copies the template at source with left and right
+// replaced by {{ and }}.
+func withDefaultDelims(t *testing.T, source, left, right string) string {
+	t.Helper()
+	src, err := os.ReadFile(source)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), filepath.Base(source))
+	if err := os.WriteFile(out, []byte(strings.NewReplacer(left, "{{", right, "}}").Replace(string(src))), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // emits collects what Run emits.
 type emits chan []render.File
 
-// next waits for an emit whose first file satisfies ok, failing after a deadline.
-func (ch emits) next(t *testing.T, what string, ok func(data string) bool) []render.File {
+// next waits for an emit that satisfies ok, failing after a deadline.
+func (ch emits) next(t *testing.T, what string, ok func(files []render.File) bool) []render.File {
 	t.Helper()
 	deadline := time.After(30 * time.Second)
 	for {
 		select {
 		case files := <-ch:
-			if ok(string(files[0].Data)) {
+			if ok(files) {
 				return files
 			}
 		case <-deadline:
@@ -173,14 +191,13 @@ func (ch emits) next(t *testing.T, what string, ok func(data string) bool) []ren
 	}
 }
 
-func TestRunFollowsConsul(t *testing.T) {
-	c := testrig.StartConsul(t)
-	e := newEngine(t, c, templateConfig(t, seedTemplate))
+// startRun runs e until the test ends, sending every emit to the returned channel.
+func startRun(t *testing.T, e *Engine) emits {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(emits, 64)
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx, func(f []render.File) { ch <- f }) }()
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		select {
 		case err := <-done:
@@ -190,29 +207,128 @@ func TestRunFollowsConsul(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Errorf("Run did not return within 10s of cancel")
 		}
-	}()
+	})
+	return ch
+}
 
-	has := func(port int) func(string) bool {
-		return func(d string) bool { return strings.Contains(d, fmt.Sprintf("server 127.0.0.1:%d;", port)) }
+// fileHas is an emit predicate: file i contains every one of want.
+func fileHas(i int, want ...string) func([]render.File) bool {
+	return func(files []render.File) bool {
+		for _, w := range want {
+			if !strings.Contains(string(files[i].Data), w) {
+				return false
+			}
+		}
+		return true
 	}
-	hasNot := func(port int) func(string) bool { return func(d string) bool { return !has(port)(d) } }
-	both := func(a, b func(string) bool) func(string) bool { return func(d string) bool { return a(d) && b(d) } }
+}
 
-	first := ch.next(t, "the empty upstream", func(d string) bool { return strings.Contains(d, "down; # no passing instance") })
-	if len(first) != 1 {
-		t.Fatalf("got %d files, want 1", len(first))
+// fileLacks is an emit predicate: file i contains none of unwanted.
+func fileLacks(i int, unwanted ...string) func([]render.File) bool {
+	return func(files []render.File) bool {
+		for _, u := range unwanted {
+			if strings.Contains(string(files[i].Data), u) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func all(preds ...func([]render.File) bool) func([]render.File) bool {
+	return func(files []render.File) bool {
+		for _, p := range preds {
+			if !p(files) {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func TestRunFollowsConsul(t *testing.T) {
+	c := testrig.StartConsul(t)
+	e := newEngine(t, c, templateConfig(t, seedTemplate), templateConfig(t, "testdata/all_services.tpl"))
+	ch := startRun(t, e)
+
+	first := ch.next(t, "the empty upstream", fileHas(0, "down; # no passing instance"))
+	if len(first) != 2 {
+		t.Fatalf("got %d files, want 2", len(first))
 	}
 	registerHello(c, "hello-1", "127.0.0.1", 7101, nil)
-	ch.next(t, "the first instance", has(7101))
+	ch.next(t, "the first instance", fileHas(0, "server 127.0.0.1:7101;"))
 	registerHello(c, "hello-2", "127.0.0.1", 7102, nil)
-	ch.next(t, "both instances", both(has(7101), has(7102)))
+	ch.next(t, "both instances", fileHas(0, "server 127.0.0.1:7101;", "server 127.0.0.1:7102;"))
 	c.Deregister("hello-1")
-	last := ch.next(t, "only the second instance", both(hasNot(7101), has(7102)))
+	last := ch.next(t, "only the second instance", all(fileLacks(0, ":7101"), fileHas(0, "server 127.0.0.1:7102;")))
 
 	n := testrig.NewNginx(t)
 	n.WriteConf("grpc.conf", string(last[0].Data))
 	if err := n.Test(); err != nil {
 		t.Errorf("nginx -t: %v\n%s", err, last[0].Data)
+	}
+
+	// A new service makes the template query it; when it goes, so does the query.
+	c.Register(&api.AgentServiceRegistration{ID: "echo-1", Name: "echo-server", Address: "127.0.0.2", Port: 7110, Tags: []string{"grpc"}})
+	ch.next(t, "the new service's upstream", fileHas(1, "upstream echo_server {\n  server 127.0.0.2:7110; # echo-1"))
+	c.Deregister("echo-1")
+	ch.next(t, "the service's upstream gone", all(fileLacks(1, "echo_server"), fileHas(1, "upstream hello_server")))
+}
+
+// waitingLogger is a logger whose Warn records are sent on a channel.
+func waitingLogger(t *testing.T) (*slog.Logger, chan string) {
+	warns := make(chan string, 1024)
+	h := slog.NewTextHandler(warnWriter{t: t, warns: warns}, &slog.HandlerOptions{Level: slog.LevelWarn})
+	return slog.New(h), warns
+}
+
+type warnWriter struct {
+	t     *testing.T
+	warns chan string
+}
+
+func (w warnWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	select {
+	case w.warns <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+func TestRunSurvivesConsulRestart(t *testing.T) {
+	c := testrig.StartConsul(t, testrig.ConsulOptions{Persistent: true})
+	log, warns := waitingLogger(t)
+	e, err := New([]config.Template{templateConfig(t, seedTemplate)}, config.Consul{Address: c.Addr}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.backoff = backoff{Base: 20 * time.Millisecond, Max: 200 * time.Millisecond}
+	registerHello(c, "hello-1", "127.0.0.1", 7201, nil)
+	ch := startRun(t, e)
+	ch.next(t, "the first instance", fileHas(0, "server 127.0.0.1:7201;"))
+
+	c.Stop()
+	select {
+	case <-warns:
+	case <-time.After(90 * time.Second):
+		t.Fatal("no warning within 90s of Consul stopping")
+	}
+	c.Start()
+	registerHello(c, "hello-2", "127.0.0.1", 7202, nil)
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case files := <-ch:
+			if !fileHas(0, "server 127.0.0.1:7201;")(files) {
+				t.Fatalf("emitted without the instance Consul still has:\n%s", files[0].Data)
+			}
+			if fileHas(0, "server 127.0.0.1:7202;")(files) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no emit with both instances within 30s of the restart")
+		}
 	}
 }
 
