@@ -283,6 +283,9 @@ func (s *registerSession) superviseApp(ctx context.Context, argv []string) error
 	if err != nil {
 		return err
 	}
+	if s.r.Service().Check.Type == "ttl" {
+		s.r.Healthy = s.appListening // heartbeats pass only while the app accepts connections
+	}
 	runCtx, stopRun := context.WithCancel(ctx)
 	defer stopRun()
 	runDone := make(chan error, 1)
@@ -328,14 +331,9 @@ func (s *registerSession) registerWhenListening(ctx context.Context, app *appPro
 // waitListening polls a TCP connection to the service's port until the app
 // accepts one; false when ctx ends or the app exits first.
 func (s *registerSession) waitListening(ctx context.Context, app *appProcess) bool {
-	svc := s.r.Service()
-	addr := net.JoinHostPort(svc.Address, strconv.Itoa(svc.Port))
 	b := registrar.NewBackoff(20*time.Millisecond, 500*time.Millisecond)
 	for {
-		d := net.Dialer{Timeout: time.Second}
-		conn, err := d.DialContext(ctx, "tcp", addr)
-		if err == nil {
-			conn.Close()
+		if s.appListening(ctx) == nil {
 			return true
 		}
 		select {
@@ -347,6 +345,17 @@ func (s *registerSession) waitListening(ctx context.Context, app *appProcess) bo
 			return false
 		}
 	}
+}
+
+// appListening connects to the registered address and port once.
+func (s *registerSession) appListening(ctx context.Context) error {
+	svc := s.r.Service()
+	d := net.Dialer{Timeout: time.Second}
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(svc.Address, strconv.Itoa(svc.Port)))
+	if err != nil {
+		return fmt.Errorf("app not accepting connections: %w", err)
+	}
+	return conn.Close()
 }
 
 // stopApp sends the app SIGTERM (unless it has exited) and waits for it.

@@ -161,7 +161,9 @@ func TestBadRegisterInputIsAUsageError(t *testing.T) {
 
 func TestRegisterWithConsulDownFailsClearlyWhenStopped(t *testing.T) {
 	addr := testrig.LoopbackAddr(testrig.FreePort(t))
-	o, logs := parsedRegisterOptions(t, addr, nil, "--name", "g", "--port", "7000", "--address", "127.0.0.1", "--check", "tcp")
+	const token = "s3cr3t-t0ken"
+	o, logs := parsedRegisterOptions(t, addr, map[string]string{"CONSUL_HTTP_TOKEN": token},
+		"--name", "g", "--port", "7000", "--address", "127.0.0.1", "--check", "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- runRegister(ctx, o, nil) }()
@@ -176,6 +178,40 @@ func TestRegisterWithConsulDownFailsClearlyWhenStopped(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "register g-box1-7000 with the Consul agent") || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("err = %v, want it to name the registration and the refused connection", err)
 	}
+	if strings.Contains(err.Error(), token) || strings.Contains(logs.String(), token) {
+		t.Fatal("the Consul token leaked into the error or the log")
+	}
+}
+
+func TestAppExitingOnItsOwnIsDeregisteredWithItsCode(t *testing.T) {
+	c := testrig.StartConsul(t)
+	port := testrig.FreePort(t)
+	exitPort := testrig.FreePort(t)
+	t.Setenv("LBCTL_TEST_APP_PORT", fmt.Sprint(port))
+	t.Setenv("LBCTL_TEST_APP_EXIT_PORT", fmt.Sprint(exitPort))
+	o, _ := parsedRegisterOptions(t, c.Addr, nil, "--name", "greeter", "--port", fmt.Sprint(port),
+		"--address", "127.0.0.1", "--check", "ttl", "--check-ttl", "1s")
+	id := fmt.Sprintf("greeter-box1-%d", port)
+	done := make(chan error, 1)
+	go func() { done <- runRegister(context.Background(), o, []string{os.Args[0], "-test.run=^TestRegisterHelperApp$"}) }()
+	testrig.WaitFor(t, 15*time.Second, "the ttl check to pass", func() error {
+		entries, _, err := c.Client.Health().Service("greeter", "", true, nil)
+		if err == nil && len(entries) != 1 {
+			return fmt.Errorf("%d passing", len(entries))
+		}
+		return err
+	})
+	conn, err := net.Dial("tcp", testrig.LoopbackAddr(exitPort)) // tells the app to exit
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	if code := exitCode(<-done); code != 3 {
+		t.Fatalf("exit code %d, want the app's 3", code)
+	}
+	if _, _, err := c.Client.Agent().Service(id, nil); err == nil {
+		t.Fatal("still registered after the app exited")
+	}
 }
 
 // TestRegisterHelperApp is not a test: it is the app that
@@ -188,13 +224,30 @@ func TestRegisterHelperApp(t *testing.T) {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
+	code := 7
+	if exitPort := os.Getenv("LBCTL_TEST_APP_EXIT_PORT"); exitPort != "" {
+		// Exit with 3 on its own when the test connects to exitPort.
+		ctl, err := net.Listen("tcp", "127.0.0.1:"+exitPort)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "helper app:", err)
+			os.Exit(1)
+		}
+		ctx, stop = context.WithCancel(ctx)
+		go func() {
+			if conn, err := ctl.Accept(); err == nil {
+				conn.Close()
+				code = 3
+				stop()
+			}
+		}()
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "helper app:", err)
 		os.Exit(1)
 	}
 	(&greeter.Server{Instance: "blue-1", Version: "v1"}).Serve(ctx, lis)
-	os.Exit(7)
+	os.Exit(code)
 }
 
 func TestRegisterRunsTheAppAndDrains(t *testing.T) {
