@@ -193,7 +193,9 @@ func TestAppExitingOnItsOwnIsDeregisteredWithItsCode(t *testing.T) {
 		"--address", "127.0.0.1", "--check", "ttl", "--check-ttl", "1s")
 	id := fmt.Sprintf("greeter-box1-%d", port)
 	done := make(chan error, 1)
-	go func() { done <- runRegister(context.Background(), o, []string{os.Args[0], "-test.run=^TestRegisterHelperApp$"}) }()
+	go func() {
+		done <- runRegister(context.Background(), o, []string{os.Args[0], "-test.run=^TestRegisterHelperApp$"})
+	}()
 	testrig.WaitFor(t, 15*time.Second, "the ttl check to pass", func() error {
 		entries, _, err := c.Client.Health().Service("greeter", "", true, nil)
 		if err == nil && len(entries) != 1 {
