@@ -34,6 +34,9 @@ type Publisher struct {
 	// RefreshEvery is how often Run renews the session and retries an
 	// unpublished state (SessionTTL/3 at most).
 	RefreshEvery time.Duration
+	// WriteTimeout bounds one Publish, so a hung Consul cannot stall the
+	// reload controller for long; Run retries what did not get through.
+	WriteTimeout time.Duration
 	// Now is time.Now; tests may fix it.
 	Now func() time.Time
 
@@ -48,7 +51,8 @@ type Publisher struct {
 func NewPublisher(client *api.Client, id string, log *slog.Logger) *Publisher {
 	return &Publisher{
 		client: client, id: id, log: log.With("component", "lbstate", "lb", id),
-		Prefix: Prefix, SessionTTL: 10 * time.Second, RefreshEvery: 2 * time.Second, Now: time.Now,
+		Prefix: Prefix, SessionTTL: 10 * time.Second, RefreshEvery: 2 * time.Second,
+		WriteTimeout: 5 * time.Second, Now: time.Now,
 	}
 }
 
@@ -57,8 +61,11 @@ func (p *Publisher) Key() string { return p.Prefix + p.id }
 
 // Publish records that the load balancer now serves, reload confirmed, the
 // answer at index Index of each query. It writes at once; when that fails the
-// error is returned and Run keeps retrying the newest state.
+// error is returned and Run keeps retrying the newest state. It takes at most
+// WriteTimeout.
 func (p *Publisher) Publish(ctx context.Context, queries []QueryIndex) error {
+	ctx, cancel := context.WithTimeout(ctx, p.WriteTimeout)
+	defer cancel()
 	st := State{ID: p.id, Queries: slices.Clone(queries), ConfirmedAt: p.Now().UTC()}
 	slices.SortFunc(st.Queries, func(a, b QueryIndex) int {
 		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Tag, b.Tag), cmp.Compare(a.Datacenter, b.Datacenter))
@@ -91,6 +98,8 @@ func (p *Publisher) Run(ctx context.Context) error {
 // refresh renews the session, or writes the state again when it is not in
 // Consul (first write failed, or the session was lost).
 func (p *Publisher) refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.WriteTimeout)
+	defer cancel()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.want == nil {

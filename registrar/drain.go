@@ -79,27 +79,49 @@ func (r *Registrar) logDrained(res lbstate.Result) {
 // TakeOutOfService puts the instance into maintenance (or deregisters it,
 // per mode) and returns the Consul index of the first health answer for its
 // service in which the change shows: a load balancer that has applied that
-// index or a later one no longer sends the instance new calls.
+// index or a later one no longer sends the instance new calls. Failed writes
+// are retried until ctx ends; an instance the agent no longer has counts as
+// deregistered.
 func (r *Registrar) TakeOutOfService(ctx context.Context, mode, reason string) (uint64, error) {
-	var err error
-	switch mode {
-	case DrainMaintenance:
-		err = SetMaintenance(ctx, r.client, r.svc.ID, true, reason)
-	case DrainDeregister:
-		err = r.Deregister(ctx)
-	default:
+	if mode != DrainMaintenance && mode != DrainDeregister {
 		return 0, fmt.Errorf("drain mode %q: want %s or %s", mode, DrainMaintenance, DrainDeregister)
 	}
+	gone, err := r.markOutOfService(ctx, mode, reason)
 	if err != nil {
 		return 0, err
 	}
-	return r.waitForCatalog(ctx, func(entries []*api.ServiceEntry) bool { return r.outOfService(entries, mode) })
+	return r.waitForCatalog(ctx, func(entries []*api.ServiceEntry) bool { return r.outOfService(entries, gone) })
 }
 
-// outOfService reports whether the servers' health answer shows the change.
-func (r *Registrar) outOfService(entries []*api.ServiceEntry, mode string) bool {
+// markOutOfService makes the agent write, retrying until it takes it or ctx
+// ends. gone says the instance is (or already was) deregistered.
+func (r *Registrar) markOutOfService(ctx context.Context, mode, reason string) (gone bool, err error) {
+	b := NewBackoff(50*time.Millisecond, time.Second)
+	for {
+		if mode == DrainMaintenance {
+			err = SetMaintenance(ctx, r.client, r.svc.ID, true, reason)
+		} else {
+			err = r.Deregister(ctx)
+		}
+		switch {
+		case err == nil:
+			return mode == DrainDeregister, nil
+		case isNotFound(err):
+			r.log.Warn("the agent no longer has the instance; waiting for the catalog to drop it", "err", err)
+			return true, nil
+		}
+		r.log.Warn("taking the instance out of service failed; retrying", "err", err)
+		if werr := b.Wait(ctx); werr != nil {
+			return false, fmt.Errorf("take %s out of service: %w (last error: %w)", r.svc.ID, werr, err)
+		}
+	}
+}
+
+// outOfService reports whether the servers' health answer shows the change:
+// the instance gone, or (when not gone) its maintenance check critical.
+func (r *Registrar) outOfService(entries []*api.ServiceEntry, gone bool) bool {
 	i := slices.IndexFunc(entries, func(e *api.ServiceEntry) bool { return e.Service.ID == r.svc.ID })
-	if mode == DrainDeregister || i < 0 {
+	if gone || i < 0 {
 		return i < 0
 	}
 	maint := "_service_maintenance:" + r.svc.ID

@@ -116,7 +116,7 @@ func (r *Registrar) registerOnce(ctx context.Context) error {
 // error when ctx ends. While the agent does not answer it re-checks with
 // WatchBackoff, so a restarted agent is noticed within WatchBackoff.Max.
 func (r *Registrar) waitUntilLost(ctx context.Context) error {
-	hash := ""
+	hash, failures := "", 0
 	for {
 		q := (&api.QueryOptions{WaitHash: hash, WaitTime: r.WatchWait}).WithContext(ctx)
 		_, meta, err := r.client.Agent().Service(r.svc.ID, q)
@@ -126,15 +126,28 @@ func (r *Registrar) waitUntilLost(ctx context.Context) error {
 		case isNotFound(err):
 			return nil
 		case err != nil:
-			r.log.Debug("checking the registration failed; checking again", "err", err)
+			failures++
+			r.logWatchFailure(failures, err)
 			if werr := r.WatchBackoff.Wait(ctx); werr != nil {
 				return werr
 			}
 		default:
+			failures = 0
 			r.WatchBackoff.Reset()
 			hash = meta.LastContentHash
 		}
 	}
+}
+
+// logWatchFailure warns on the first failure in a row and every 20th
+// (an agent restart is a short burst of them), and keeps the rest at debug.
+func (r *Registrar) logWatchFailure(failures int, err error) {
+	level := slog.LevelDebug
+	if failures == 1 || failures%20 == 0 {
+		level = slog.LevelWarn
+	}
+	r.log.Log(context.Background(), level, "checking the registration with the agent failed; checking again",
+		"failures", failures, "err", err)
 }
 
 func isNotFound(err error) bool {
