@@ -34,7 +34,9 @@ type Engine struct {
 }
 
 // New reads and parses every template and builds the Consul client from c.
-// It does not contact Consul.
+// It does not contact Consul. The first call also sends consul-template's
+// own log lines (written with the standard library's global logger) to log,
+// unless the program already pointed that logger elsewhere.
 func New(templates []config.Template, c config.Consul, log *slog.Logger) (*Engine, error) {
 	loaded, err := loadTemplates(templates)
 	if err != nil {
@@ -48,6 +50,7 @@ func New(templates []config.Template, c config.Consul, log *slog.Logger) (*Engin
 	if err != nil {
 		return nil, err
 	}
+	routeLibraryLogOnce(log)
 	return &Engine{
 		templates: loaded,
 		clients:   clients,

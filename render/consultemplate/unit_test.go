@@ -37,7 +37,7 @@ func TestSplitLevel(t *testing.T) {
 	for line, want := range map[string]slog.Level{
 		"[TRACE] (view) health.service(x) starting fetch":    levelTrace,
 		"[DEBUG] (watcher) adding health.service(x)":         slog.LevelDebug,
-		"[WARN] (clients) disabling consul SSL verification": slog.LevelInfo,
+		"[WARN] (clients) disabling consul SSL verification": slog.LevelDebug,
 		"[ERR] (view) boom (exceeded maximum retries)":       slog.LevelWarn,
 		"no prefix at all": slog.LevelInfo,
 	} {
