@@ -25,6 +25,9 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageErrorf("%v (see lbctl %s --help)", err, cmd.Name())
+	})
 	f := root.PersistentFlags()
 	f.StringVarP(&g.configPath, "config", "c", "lbctl.yaml", "config file")
 	f.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")

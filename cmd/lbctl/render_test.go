@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lbctl/lbctl/internal/testrig"
+)
+
+// writeFile writes name under dir and returns its path.
+func writeFile(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func renderOpts(cfgPath string) (*renderOptions, *bytes.Buffer) {
+	var out bytes.Buffer
+	return &renderOptions{
+		globalOptions: &globalOptions{configPath: cfgPath, logLevel: "error", logFormat: "text"},
+		timeout:       5 * time.Second, stdout: &out,
+	}, &out
+}
+
+// End to end: instances registered in a real Consul, rendered by lbctl,
+// served by a real nginx, answering real gRPC calls.
+func TestRenderOnceServesThroughNginx(t *testing.T) {
+	c := testrig.StartConsul(t)
+	a := testrig.StartGreeter(t, "alpha", "v1")
+	b := testrig.StartGreeter(t, "beta", "v1")
+	c.Register(a.Registration("greeter", "blue"))
+	c.Register(b.Registration("greeter", "green"))
+	n := testrig.NewNginx(t)
+	lbPort := testrig.FreePort(t)
+	cfg := writeFile(t, t.TempDir(), "lbctl.yaml", fmt.Sprintf(
+		"consul: {address: %q}\nnginx: {services_conf: %q}\nservices:\n  - name: greeter\n    tag: blue\n    listen: 127.0.0.1:%d\n",
+		c.Addr, filepath.Join(n.ConfD, "lbctl.conf"), lbPort))
+
+	o, _ := renderOpts(cfg)
+	o.once = true
+	if err := runRender(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	testrig.ExpectInstance(t, testrig.LoopbackAddr(lbPort), "alpha", 10*time.Second)
+	for i := 0; i < 5; i++ { // only the blue instance is in the upstream
+		if got, err := testrig.CallInstance(context.Background(), testrig.LoopbackAddr(lbPort)); err != nil || got != "alpha" {
+			t.Fatalf("call %d answered by %q (%v), want alpha only", i, got, err)
+		}
+	}
+}
+
+func TestDryRunPrintsWithoutWriting(t *testing.T) {
+	c := testrig.StartConsul(t)
+	g := testrig.StartGreeter(t, "alpha", "v1")
+	c.Register(g.Registration("greeter"))
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "lbctl.conf")
+	cfg := writeFile(t, dir, "lbctl.yaml", fmt.Sprintf(
+		"consul: {address: %q}\nnginx: {services_conf: %q}\nservices: [{name: greeter, listen: 5000}]\n", c.Addr, dest))
+	o, out := renderOpts(cfg)
+	o.dryRun = true
+	if err := runRender(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	header := fmt.Sprintf("==> %s (builtin) <==\n", dest)
+	if !strings.HasPrefix(out.String(), header) || !strings.Contains(out.String(), "server "+g.Addr+";") {
+		t.Fatalf("dry run printed:\n%s\nwant header %q and the instance", out, header)
+	}
+	if _, err := os.Stat(dest); !os.IsNotExist(err) {
+		t.Fatalf("dry run wrote %s", dest)
+	}
+}
+
+func TestRenderOnceUnreachableConsulFails(t *testing.T) {
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "lbctl.conf")
+	cfg := writeFile(t, dir, "lbctl.yaml", fmt.Sprintf(
+		"consul: {address: %q, token: top-secret}\nnginx: {services_conf: %q}\nservices: [{name: greeter, listen: 5000}]\n",
+		testrig.LoopbackAddr(testrig.FreePort(t)), dest))
+	o, _ := renderOpts(cfg)
+	o.once, o.timeout = true, 500*time.Millisecond
+	err := runRender(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "consul did not answer") {
+		t.Fatalf("err = %v, want a clear 'consul did not answer'", err)
+	}
+	if strings.Contains(err.Error(), "top-secret") {
+		t.Fatalf("token in the error: %v", err)
+	}
+	if _, statErr := os.Stat(dest); !os.IsNotExist(statErr) {
+		t.Fatal("wrote a config although Consul never answered")
+	}
+}
+
+func TestBadInputErrorsSayWhatAndWhere(t *testing.T) {
+	dir := t.TempDir()
+	tpl := writeFile(t, dir, "bad.tpl", "upstream x {\n{{ range service \"greeter\" }}\n  server {{ .Address }\n{{ end }}}\n")
+	cases := []struct {
+		name, config, want string
+	}{
+		{"unknown key", "services:\n  - name: greeter\n    lisen: 5000\n", `lbctl.yaml:3: unknown key "lisen" (in a service)`},
+		{"missing template", "templates:\n  - source: " + filepath.Join(dir, "nope.tpl") + "\n    destination: /tmp/x.conf\n", "nope.tpl"},
+		{"template syntax", "templates:\n  - source: " + tpl + "\n    destination: /tmp/x.conf\n", "bad.tpl:3"},
+		{"bad port", "services:\n  - name: greeter\n    listen: 99999\n", "lbctl.yaml:3: services[0].listen"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeFile(t, t.TempDir(), "lbctl.yaml", tc.config)
+			err := runValidate(&validateOptions{globalOptions: &globalOptions{configPath: cfg}, stdout: &bytes.Buffer{}})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestBadFlagsExitWithUsageError(t *testing.T) {
+	for _, args := range [][]string{
+		{"render", "--no-such-flag"},
+		{"render", "--timeout", "-1s", "--config", "/dev/null"},
+		{"render", "extra-arg"},
+		{"--log-level", "loud", "render", "--config", "/dev/null", "--dry-run"},
+	} {
+		cmd := newRootCmd()
+		cmd.SetArgs(args)
+		cmd.SetOut(&bytes.Buffer{})
+		cmd.SetErr(&bytes.Buffer{})
+		err := cmd.Execute()
+		if err == nil {
+			t.Errorf("lbctl %v: want an error", args)
+			continue
+		}
+		if code := exitCode(err); code == 0 {
+			t.Errorf("lbctl %v: exit code 0 for %v", args, err)
+		}
+	}
+}
+
+// Without --once or --dry-run, render keeps watching and rewrites on change.
+func TestRenderWatchRewritesOnChange(t *testing.T) {
+	c := testrig.StartConsul(t)
+	a := testrig.StartGreeter(t, "alpha", "v1")
+	b := testrig.StartGreeter(t, "beta", "v1")
+	c.Register(a.Registration("greeter"))
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "lbctl.conf")
+	cfg := writeFile(t, dir, "lbctl.yaml", fmt.Sprintf(
+		"consul: {address: %q}\nnginx: {services_conf: %q}\nservices: [{name: greeter, listen: 5000}]\n", c.Addr, dest))
+	o, _ := renderOpts(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runRender(ctx, o) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("render watch ended with %v", err)
+		}
+	}()
+
+	fileHas := func(want, notWant string) func() error {
+		return func() error {
+			got, err := os.ReadFile(dest)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(string(got), want) || (notWant != "" && strings.Contains(string(got), notWant)) {
+				return fmt.Errorf("file is:\n%s", got)
+			}
+			return nil
+		}
+	}
+	testrig.WaitFor(t, 10*time.Second, "alpha rendered", fileHas("server "+a.Addr+";", b.Addr))
+	c.Register(b.Registration("greeter"))
+	testrig.WaitFor(t, 10*time.Second, "beta added", fileHas("server "+b.Addr+";", ""))
+	c.Deregister("greeter-alpha")
+	testrig.WaitFor(t, 10*time.Second, "alpha removed", fileHas("server "+b.Addr+";", a.Addr))
+}
