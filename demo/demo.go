@@ -45,7 +45,9 @@ type stack struct {
 	procs []*proc
 }
 
-func (s *stack) say(format string, args ...any) { fmt.Fprintf(s.opts.Out, "demo: "+format+"\n", args...) }
+func (s *stack) say(format string, args ...any) {
+	fmt.Fprintf(s.opts.Out, "demo: "+format+"\n", args...)
+}
 
 func (s *stack) stopAll() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
