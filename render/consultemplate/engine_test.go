@@ -469,3 +469,43 @@ func TestMissingTokenFile(t *testing.T) {
 		t.Fatalf("got %v, want an error naming %s", err, missing)
 	}
 }
+
+func TestRunKeepsLastOutputWhileTemplateFails(t *testing.T) {
+	c := testrig.StartConsul(t)
+	src := filepath.Join(t.TempDir(), "picky.tpl")
+	os.WriteFile(src, []byte("upstream u {\n{{ range service \"hello_server\" }}{{ if eq .Port 7666 }}{{ sprig_fail \"port 7666 is cursed\" }}{{ end }}  server {{ .Address }}:{{ .Port }};\n{{ end }}}\n"), 0o644)
+	log, warns := waitingLogger(t)
+	e, err := New([]config.Template{templateConfig(t, src)}, config.Consul{Address: c.Addr}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	registerHello(c, "good-1", "127.0.0.1", 7301, nil)
+	ch := startRun(t, e)
+	ch.next(t, "the good instance", fileHas(0, "server 127.0.0.1:7301;"))
+
+	registerHello(c, "cursed", "127.0.0.1", 7666, nil)
+	select {
+	case w := <-warns:
+		if !strings.Contains(w, src+":2:") || !strings.Contains(w, "port 7666 is cursed") {
+			t.Errorf("want the template error with its file and line, got %s", w)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the failing template was not logged within 30s")
+	}
+	c.Deregister("cursed")
+	registerHello(c, "good-2", "127.0.0.1", 7302, nil)
+	deadline := time.After(30 * time.Second)
+	for {
+		select {
+		case files := <-ch:
+			if strings.Contains(string(files[0].Data), "7666") {
+				t.Fatalf("emitted output of a failed render:\n%s", files[0].Data)
+			}
+			if fileHas(0, "server 127.0.0.1:7301;", "server 127.0.0.1:7302;")(files) {
+				return
+			}
+		case <-deadline:
+			t.Fatal("no emit with both good instances within 30s")
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"strings"
 
 	cttemplate "github.com/hashicorp/consul-template/template"
 
@@ -126,11 +127,14 @@ var (
 )
 
 // locate rewrites a text/template error to name the template file:
-// "template: :3: unexpected ..." becomes "lb.tpl:3: unexpected ...".
+// "template: :3: unexpected ..." becomes "lb.tpl:3: unexpected ...", and
+// `template: :2:7: executing "" at <f>: ...` becomes "lb.tpl:2:7: at <f>: ...".
 func locate(source string, err error) error {
 	msg := innermost(err).Error()
 	if m := textTemplateLocation.FindStringSubmatch(msg); m != nil {
-		return fmt.Errorf("%s:%s: %s", source, m[1], msg[len(m[0]):])
+		// consul-template names every template "": say where, not `executing "" at`.
+		rest := strings.Replace(msg[len(m[0]):], `executing "" at `, "at ", 1)
+		return fmt.Errorf("%s:%s: %s", source, m[1], rest)
 	}
 	return fmt.Errorf("template %s: %w", source, err)
 }

@@ -61,3 +61,15 @@ func TestRedactor(t *testing.T) {
 		t.Error("no token or no error: nothing to do")
 	}
 }
+
+func TestLocate(t *testing.T) {
+	for in, want := range map[string]string{
+		`template: :3: unexpected "}" in operand`:                           `lb.tpl:3: unexpected "}" in operand`,
+		`template: :2:7: executing "" at <index .x 5>: error calling index`: `lb.tpl:2:7: at <index .x 5>: error calling index`,
+		`something else entirely`:                                           `template lb.tpl: something else entirely`,
+	} {
+		if got := locate("lb.tpl", errors.New(in)).Error(); got != want {
+			t.Errorf("locate(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
