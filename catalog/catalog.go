@@ -45,6 +45,9 @@ type Instance struct {
 // gives no snapshot, never an empty one.
 type Snapshot struct {
 	Instances map[Query][]Instance
+	// Indexes is the Consul index of each query's answer; the drain protocol
+	// publishes these once nginx serves them.
+	Indexes map[Query]uint64
 	// Index is the highest Consul index among the queries.
 	Index uint64
 }

@@ -55,7 +55,7 @@ type result struct {
 // because out is written with "latest wins" semantics when it has capacity 1.
 func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 	if len(w.queries) == 0 {
-		return latest.Send(ctx, out, Snapshot{Instances: map[Query][]Instance{}})
+		return latest.Send(ctx, out, Snapshot{Instances: map[Query][]Instance{}, Indexes: map[Query]uint64{}})
 	}
 	results := make(chan result)
 	for _, q := range w.queries {
@@ -105,9 +105,10 @@ func (w *Watcher) Once(ctx context.Context) (Snapshot, error) {
 }
 
 func snapshotOf(current map[Query]result) Snapshot {
-	s := Snapshot{Instances: make(map[Query][]Instance, len(current))}
+	s := Snapshot{Instances: make(map[Query][]Instance, len(current)), Indexes: make(map[Query]uint64, len(current))}
 	for q, r := range current {
 		s.Instances[q] = r.instances
+		s.Indexes[q] = r.index
 		s.Index = max(s.Index, r.index)
 	}
 	return s

@@ -75,7 +75,7 @@ func TestWatchFollowsRegistrations(t *testing.T) {
 		}
 		return nil
 	})
-	if s.Instances[all][0].ID != "greeter-a" || s.Index == 0 {
+	if s.Instances[all][0].ID != "greeter-a" || s.Index == 0 || s.Indexes[blue] == 0 || s.Indexes[blue] > s.Index {
 		t.Fatalf("instances not sorted by ID or no index: %+v", s)
 	}
 	c.Deregister("greeter-a")

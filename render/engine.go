@@ -61,7 +61,7 @@ func (e *Engine) Once(ctx context.Context) (Update, error) {
 			return Update{}, err
 		}
 		u.Files = append(u.Files, e.renderBuiltin(snap, nil))
-		u.Index = snap.Index
+		u.Index, u.Indexes = snap.Index, snap.Indexes
 	}
 	if e.tmpl != nil {
 		files, err := e.tmpl.Once(ctx)
@@ -96,6 +96,7 @@ type renderState struct {
 	builtin     *File
 	prevSnap    *catalog.Snapshot
 	index       uint64
+	indexes     map[catalog.Query]uint64
 	changes     []string
 	tmpl        []File
 	haveTmpl    bool
@@ -116,7 +117,7 @@ func (e *Engine) loop(ctx context.Context, snaps chan catalog.Snapshot, tmplFile
 		case snap := <-snaps:
 			st.changes = e.describeChanges(st.prevSnap, snap)
 			f := e.renderBuiltin(snap, st.lastProblem)
-			st.builtin, st.prevSnap, st.index = &f, &snap, snap.Index
+			st.builtin, st.prevSnap, st.index, st.indexes = &f, &snap, snap.Index, snap.Indexes
 		case files := <-tmplFiles:
 			st.tmpl, st.haveTmpl = files, true
 			st.changes = append(st.changes, "templates re-rendered")
@@ -124,7 +125,7 @@ func (e *Engine) loop(ctx context.Context, snaps chan catalog.Snapshot, tmplFile
 		if (e.watcher != nil && st.builtin == nil) || (e.tmpl != nil && !st.haveTmpl) {
 			continue
 		}
-		u := Update{Seen: time.Now(), Index: st.index, Changes: st.changes}
+		u := Update{Seen: time.Now(), Index: st.index, Indexes: st.indexes, Changes: st.changes}
 		if st.builtin != nil {
 			u.Files = append(u.Files, *st.builtin)
 		}

@@ -8,6 +8,8 @@ package render
 import (
 	"io/fs"
 	"time"
+
+	"github.com/lbctl/lbctl/catalog"
 )
 
 // File is the full content one destination should have.
@@ -32,6 +34,9 @@ type Update struct {
 	Seen time.Time
 	// Index is the highest Consul index the data reflects.
 	Index uint64
+	// Indexes is the Consul index of each health query's answer behind the
+	// built-in template, for the drain protocol (package lbstate).
+	Indexes map[catalog.Query]uint64
 	// Changes describes what changed since the previous update, one line each
 	// ("greeter: +127.0.0.1:7001"), for the reload log line.
 	Changes []string
