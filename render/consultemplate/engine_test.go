@@ -451,14 +451,23 @@ func TestOnceTemplateErrorNamesLine(t *testing.T) {
 }
 
 func TestVaultTemplateIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	direct := filepath.Join(dir, "vault.tpl")
+	os.WriteFile(direct, []byte(`{{ with secret "secret/x" }}{{ .Data }}{{ end }}`), 0o644)
+	if err := Check([]config.Template{templateConfig(t, direct)}); err == nil || !strings.Contains(err.Error(), "not Vault or Nomad") {
+		t.Fatalf("Check: got %v, want a refusal of the Vault dependency", err)
+	}
+
+	// Reached only with data: refused when rendering.
+	nested := filepath.Join(dir, "nested.tpl")
+	os.WriteFile(nested, []byte(`{{ range service "hello_server" }}{{ with secret "secret/x" }}{{ .Data }}{{ end }}{{ end }}`), 0o644)
 	c := testrig.StartConsul(t)
-	src := filepath.Join(t.TempDir(), "vault.tpl")
-	os.WriteFile(src, []byte(`{{ with secret "secret/x" }}{{ .Data }}{{ end }}`), 0o644)
-	e := newEngine(t, c, templateConfig(t, src))
+	registerHello(c, "hello-1", "127.0.0.1", 7401, nil)
+	e := newEngine(t, c, templateConfig(t, nested))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := e.Once(ctx); err == nil || !strings.Contains(err.Error(), "not Vault or Nomad") {
-		t.Fatalf("got %v, want a refusal of the Vault dependency", err)
+		t.Fatalf("Once: got %v, want a refusal of the Vault dependency", err)
 	}
 }
 

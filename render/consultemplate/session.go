@@ -125,12 +125,12 @@ func (s *session) renderOne(t *loadedTemplate, st *templateState) ([]byte, bool,
 
 // watch starts a query for each dependency in used that has none yet.
 func (s *session) watch(t *loadedTemplate, used *dep.Set) error {
+	if err := checkSupported(t.cfg.Source, used); err != nil {
+		return err
+	}
 	for _, d := range used.List() {
 		if _, ok := s.watched[d.String()]; ok {
 			continue
-		}
-		if d.Type() == dep.TypeVault || d.Type() == dep.TypeNomad {
-			return fmt.Errorf("template %s: %s: lbctl talks only to Consul, not Vault or Nomad", t.cfg.Source, d)
 		}
 		if _, err := s.watcher.Add(d); err != nil {
 			return fmt.Errorf("watch %s: %w", d, err)

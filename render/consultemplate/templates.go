@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 
+	dep "github.com/hashicorp/consul-template/dependency"
 	cttemplate "github.com/hashicorp/consul-template/template"
 
 	"github.com/lbctl/lbctl/config"
@@ -105,9 +106,24 @@ func parseTemplate(cfg config.Template, contents []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = probe.Execute(&cttemplate.ExecuteInput{Brain: cttemplate.NewBrain()})
+	res, err := probe.Execute(&cttemplate.ExecuteInput{Brain: cttemplate.NewBrain()})
 	if err != nil && isParseError(err) {
 		return locate(cfg.Source, err)
+	}
+	if err == nil {
+		return checkSupported(cfg.Source, res.Used)
+	}
+	return nil
+}
+
+// checkSupported refuses dependencies on Vault or Nomad: lbctl builds only a
+// Consul client, and consul-template's Vault and Nomad functions would use a
+// nil one.
+func checkSupported(source string, used *dep.Set) error {
+	for _, d := range used.List() {
+		if d.Type() == dep.TypeVault || d.Type() == dep.TypeNomad {
+			return fmt.Errorf("template %s: %s: lbctl talks only to Consul, not Vault or Nomad", source, d)
+		}
 	}
 	return nil
 }
@@ -115,16 +131,13 @@ func parseTemplate(cfg config.Template, contents []byte) error {
 // isParseError tells a parse error from an execution error in what
 // Template.Execute returns (it wraps them as "parse: ..." and "execute: ...").
 func isParseError(err error) bool {
-	return parseErrorPrefix.MatchString(err.Error())
+	return strings.HasPrefix(err.Error(), "parse: ")
 }
 
-var (
-	parseErrorPrefix = regexp.MustCompile(`^parse: `)
-	// textTemplateLocation is how text/template names a place in a template
-	// called "" (as consul-template names them): "template: :3: " or
-	// "template: :3:14: ".
-	textTemplateLocation = regexp.MustCompile(`^template: :(\d+(?::\d+)?): `)
-)
+// textTemplateLocation is how text/template names a place in a template
+// called "" (as consul-template names them): "template: :3: " or
+// "template: :3:14: ".
+var textTemplateLocation = regexp.MustCompile(`^template: :(\d+(?::\d+)?): `)
 
 // locate rewrites a text/template error to name the template file:
 // "template: :3: unexpected ..." becomes "lb.tpl:3: unexpected ...", and
