@@ -166,4 +166,11 @@ func TestTakeOutOfServiceReturnsTheIndexThatShowsIt(t *testing.T) {
 	if _, err := r.TakeOutOfService(context.Background(), "pause", ""); err == nil {
 		t.Fatal("unknown drain mode accepted")
 	}
+	// An instance the agent has already lost counts as deregistered, in both modes.
+	c.Deregister(r.Service().ID)
+	for _, mode := range []string{DrainMaintenance, DrainDeregister} {
+		if _, err := r.TakeOutOfService(context.Background(), mode, ""); err != nil {
+			t.Fatalf("%s of a vanished instance: %v", mode, err)
+		}
+	}
 }
