@@ -62,10 +62,13 @@ func New(templates []config.Template, c config.Consul, log *slog.Logger) (*Engin
 }
 
 // Run watches Consul and calls emit with every template's output, in config
-// order, each time every template has its data and some output changed. It
-// keeps retrying while Consul is unreachable and never emits output rendered
-// without data. It returns nil when ctx ends, or an error when a template
-// fails before it ever rendered (consul-template would exit then too).
+// order, each time every template has its data and some output changed. A
+// template that rendered before and now fails, or waits for a query it just
+// started, contributes its last output, as consul-template leaves its file
+// alone then. Run keeps retrying while Consul is unreachable and never emits
+// output rendered without data. It returns nil when ctx ends, or an error
+// when a template fails before it ever rendered or uses Vault or Nomad
+// (consul-template would exit then too).
 func (e *Engine) Run(ctx context.Context, emit func([]render.File)) error {
 	s := e.newSession(false)
 	defer s.stop()

@@ -39,9 +39,10 @@ type session struct {
 
 // templateState is what a session knows of one template.
 type templateState struct {
-	used    *dep.Set // dependencies of its last successful execution
-	missing *dep.Set // those of them without data yet
-	output  []byte   // its last complete render
+	used     *dep.Set // dependencies of its last successful execution
+	missing  *dep.Set // those of them without data yet
+	output   []byte   // its last complete render (nil when that was empty)
+	rendered bool     // whether output holds a render yet
 }
 
 func (e *Engine) newSession(once bool) *session {
@@ -107,7 +108,7 @@ func (s *session) renderOne(t *loadedTemplate, st *templateState) ([]byte, bool,
 			return nil, false, fmt.Errorf("render: %w", err)
 		}
 		s.log.Error("template failed; keeping its last output", "template", t.cfg.Source, "err", err.Error())
-		return st.output, st.output != nil, nil
+		return st.output, st.rendered, nil
 	}
 	if err := s.watch(t, res.Used); err != nil {
 		return nil, false, err
@@ -117,9 +118,9 @@ func (s *session) renderOne(t *loadedTemplate, st *templateState) ([]byte, bool,
 		if s.once {
 			return nil, false, nil
 		}
-		return st.output, st.output != nil, nil
+		return st.output, st.rendered, nil
 	}
-	st.output = res.Output
+	st.output, st.rendered = res.Output, true
 	return res.Output, true, nil
 }
 
