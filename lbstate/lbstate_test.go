@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
@@ -79,7 +80,7 @@ func TestPublishedStateLivesWithItsSession(t *testing.T) {
 	c := testrig.StartConsul(t)
 	p := NewPublisher(c.Client, "lb-1", quiet)
 	stop := runPublisher(t, p)
-	q := []QueryIndex{{Service: "greeter", Tag: "blue", Index: 42}, {Service: "billing", Index: 7}}
+	q := map[catalog.Query]uint64{{Service: "greeter", Tag: "blue"}: 42, {Service: "billing"}: 7}
 	if err := p.Publish(context.Background(), q); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +100,7 @@ func TestPublishedStateLivesWithItsSession(t *testing.T) {
 func TestPublisherRecoversItsKey(t *testing.T) {
 	c := testrig.StartConsul(t)
 	old := NewPublisher(c.Client, "lb-1", quiet)
-	if err := old.Publish(context.Background(), []QueryIndex{{Service: "greeter", Index: 1}}); err != nil {
+	if err := old.Publish(context.Background(), map[catalog.Query]uint64{{Service: "greeter"}: 1}); err != nil {
 		t.Fatal(err)
 	}
 	// A restarted process of the same load balancer takes its key over from
@@ -107,7 +108,7 @@ func TestPublisherRecoversItsKey(t *testing.T) {
 	p := NewPublisher(c.Client, "lb-1", quiet)
 	p.RefreshEvery = 20 * time.Millisecond
 	runPublisher(t, p)
-	if err := p.Publish(context.Background(), []QueryIndex{{Service: "greeter", Index: 2}}); err != nil {
+	if err := p.Publish(context.Background(), map[catalog.Query]uint64{{Service: "greeter"}: 2}); err != nil {
 		t.Fatal(err)
 	}
 	pair, st := getState(t, c, "lb-1")
@@ -135,7 +136,7 @@ func TestWaiterWaitsForEveryRoutingLoadBalancer(t *testing.T) {
 	runPublisher(t, lb1)
 	runPublisher(t, lb2)
 	for _, p := range []*Publisher{lb1, lb2} {
-		if err := p.Publish(ctx, []QueryIndex{{Service: "greeter", Index: 10}}); err != nil {
+		if err := p.Publish(ctx, map[catalog.Query]uint64{{Service: "greeter"}: 10}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,10 +148,10 @@ func TestWaiterWaitsForEveryRoutingLoadBalancer(t *testing.T) {
 		}
 		done <- res
 	}()
-	if err := lb1.Publish(ctx, []QueryIndex{{Service: "greeter", Index: 20}}); err != nil {
+	if err := lb1.Publish(ctx, map[catalog.Query]uint64{{Service: "greeter"}: 20}); err != nil {
 		t.Fatal(err)
 	}
-	if err := lb2.Publish(ctx, []QueryIndex{{Service: "greeter", Index: 25}}); err != nil {
+	if err := lb2.Publish(ctx, map[catalog.Query]uint64{{Service: "greeter"}: 25}); err != nil {
 		t.Fatal(err)
 	}
 	res := <-done

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/catalog"
 )
 
 // Publisher is the load balancer's side: it keeps the key Prefix+ID holding
@@ -60,20 +62,30 @@ func NewPublisher(client *api.Client, id string, log *slog.Logger) *Publisher {
 func (p *Publisher) Key() string { return p.Prefix + p.id }
 
 // Publish records that the load balancer now serves, reload confirmed, the
-// answer at index Index of each query. It writes at once; when that fails the
-// error is returned and Run keeps retrying the newest state. It takes at most
+// answer at indexes[q] of each watched health query q (render.Update.Indexes,
+// catalog.Snapshot.Indexes). It writes at once; when that fails the error is
+// returned and Run keeps retrying the newest state. It takes at most
 // WriteTimeout.
-func (p *Publisher) Publish(ctx context.Context, queries []QueryIndex) error {
+func (p *Publisher) Publish(ctx context.Context, indexes map[catalog.Query]uint64) error {
 	ctx, cancel := context.WithTimeout(ctx, p.WriteTimeout)
 	defer cancel()
-	st := State{ID: p.id, Queries: slices.Clone(queries), ConfirmedAt: p.Now().UTC()}
-	slices.SortFunc(st.Queries, func(a, b QueryIndex) int {
-		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Tag, b.Tag), cmp.Compare(a.Datacenter, b.Datacenter))
-	})
+	st := State{ID: p.id, Queries: QueriesOf(indexes), ConfirmedAt: p.Now().UTC()}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.want, p.published = &st, false
 	return p.writeLocked(ctx)
+}
+
+// QueriesOf turns per-query indexes into the published form, sorted.
+func QueriesOf(indexes map[catalog.Query]uint64) []QueryIndex {
+	out := make([]QueryIndex, 0, len(indexes))
+	for q, index := range indexes {
+		out = append(out, QueryIndex{Service: q.Service, Tag: q.Tag, Datacenter: q.Datacenter, Index: index})
+	}
+	slices.SortFunc(out, func(a, b QueryIndex) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Tag, b.Tag), cmp.Compare(a.Datacenter, b.Datacenter))
+	})
+	return out
 }
 
 // Run keeps the session alive and retries unpublished state until ctx ends,

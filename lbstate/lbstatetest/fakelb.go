@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/lbstate"
 )
 
@@ -65,7 +66,7 @@ func (lb *FakeLB) watch(ctx context.Context, client *api.Client, service string,
 		if apply != nil {
 			apply(entries)
 		}
-		lb.Publisher.Publish(ctx, []lbstate.QueryIndex{{Service: service, Index: index}})
+		lb.Publisher.Publish(ctx, map[catalog.Query]uint64{{Service: service}: index})
 	}
 }
 
@@ -81,7 +82,7 @@ func PublishStale(t testing.TB, client *api.Client, id, service string, index ui
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
-	if err := p.Publish(ctx, []lbstate.QueryIndex{{Service: service, Index: index}}); err != nil {
+	if err := p.Publish(ctx, map[catalog.Query]uint64{{Service: service}: index}); err != nil {
 		t.Fatalf("publish stale state: %v", err)
 	}
 	return stop
