@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 
+	"github.com/lbctl/lbctl/internal/consulclient"
 	"github.com/lbctl/lbctl/registrar"
 )
 
@@ -51,5 +52,5 @@ func (o *agentCmdOptions) agentClient() (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return registrar.NewConsulClient(cfg.Consul)
+	return consulclient.New(cfg.Consul)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/consulclient"
 	"github.com/lbctl/lbctl/lbstate"
 	"github.com/lbctl/lbctl/registrar"
 )
@@ -121,7 +122,7 @@ func runRegister(ctx context.Context, o *registerOptions, app []string) error {
 	if err != nil {
 		return usageErrorf("register: %v", err)
 	}
-	client, err := registrar.NewConsulClient(cfg.Consul)
+	client, err := consulclient.New(cfg.Consul)
 	if err != nil {
 		return err
 	}
