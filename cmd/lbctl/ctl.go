@@ -1,18 +1,78 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"fmt"
+	"io"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lbctl/lbctl/supervisor/control"
 )
 
-// newCtlCmd is a placeholder until its part lands.
+type ctlOptions struct {
+	*globalOptions
+	socket  string
+	timeout time.Duration
+	stdout  io.Writer
+}
+
 func newCtlCmd(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "ctl",
+	o := &ctlOptions{globalOptions: g}
+	cmd := &cobra.Command{
+		Use:   "ctl start|stop|restart|signal PROGRAM [SIGNAL]",
 		Short: "Start, stop, restart or signal a program of a running lbctl",
+		Long: `Ctl changes a program of a running lbctl through its control socket (the
+only way to change anything in a running lbctl). start waits until the
+program is RUNNING, stop until it has exited (its stopsignal, then SIGKILL
+after stopwaitsecs), restart does both. signal sends SIGNAL (a name such as
+HUP or USR1) to the program's main process.`,
+		Example: `  lbctl ctl restart app
+  lbctl ctl signal nginx USR1`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) < 2 {
+				return usageErrorf("ctl: want ACTION PROGRAM [SIGNAL], got %d arguments", len(args))
+			}
+			switch want := 2; args[0] {
+			case "signal":
+				want = 3
+				fallthrough
+			case "start", "stop", "restart":
+				if len(args) != want {
+					return usageErrorf("ctl %s: want %d arguments after ctl, got %d", args[0], want, len(args))
+				}
+				return nil
+			}
+			return usageErrorf("ctl: unknown action %q (want start, stop, restart or signal)", args[0])
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("ctl: not implemented yet")
+			o.stdout = cmd.OutOrStdout()
+			return runCtl(cmd.Context(), o, args)
 		},
 	}
+	cmd.Flags().StringVar(&o.socket, "socket", "", "control socket (default: control.socket from the config)")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up waiting after this long")
+	return cmd
+}
+
+func runCtl(ctx context.Context, o *ctlOptions, args []string) error {
+	socket, err := o.controlSocket(o.socket)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	client := control.NewClient(socket)
+	action, program := args[0], args[1]
+	if action == "signal" {
+		err = client.Signal(ctx, program, args[2])
+	} else {
+		err = client.Act(ctx, action, program)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", action, program, err)
+	}
+	_, err = fmt.Fprintf(o.stdout, "%s: %s ok\n", program, action)
+	return err
 }

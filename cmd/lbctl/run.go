@@ -1,18 +1,223 @@
 package main
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/metrics"
+	"github.com/lbctl/lbctl/supervisor"
+	"github.com/lbctl/lbctl/supervisor/control"
+	"github.com/lbctl/lbctl/supervisor/reaper"
 )
 
-// newRunCmd is a placeholder until its part lands.
+// exitConfig is the exit code for a config lbctl cannot run with (sysexits' EX_CONFIG).
+const exitConfig = 78
+
+// runOptions is everything runLB needs; the command fills it from flags
+// and config, tests fill it by hand.
+type runOptions struct {
+	cfg *config.Config
+	log *slog.Logger
+	sup *supervisor.Supervisor
+	// registry collects every metric served on cfg.HTTP.Address.
+	registry *prometheus.Registry
+	// reloadPrograms re-reads the programs for SIGHUP; nil ignores SIGHUP.
+	reloadPrograms func() ([]supervisor.Program, error)
+	// openGates are the readiness gates something in this run opens; a
+	// program waiting for any other gate would never start.
+	openGates []string
+}
+
 func newRunCmd(g *globalOptions) *cobra.Command {
 	return &cobra.Command{
 		Use:   "run",
 		Short: "Run as the container entrypoint: supervise nginx, render, reload, register",
+		Long: `Run supervises the configured programs (and those of supervisord_config)
+until SIGTERM or SIGINT, then stops them in reverse start order. SIGHUP
+re-reads the programs from the config: added ones start, removed ones stop,
+changed ones restart, unchanged ones keep running. As PID 1 it splits into a
+small init that reaps zombies and forwards signals, and the worker.
+
+Exit codes: 0 clean stop, 1 an essential program failed (or another runtime
+error), 78 the config is invalid.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("run: not implemented yet")
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			if reaper.ShouldInit() {
+				if code := reaper.RunInit(log); code != 0 {
+					return &exitError{code: code}
+				}
+				return nil
+			}
+			opts, err := newRunOptions(g, log)
+			if err != nil {
+				return err
+			}
+			return runLB(cmd.Context(), opts)
 		},
 	}
+}
+
+// newRunOptions loads the config and builds the supervisor for it.
+func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return nil, &exitError{code: exitConfig, err: err}
+	}
+	programs, err := loadPrograms(cfg, log)
+	if err != nil {
+		return nil, &exitError{code: exitConfig, err: err}
+	}
+	reg := prometheus.NewRegistry()
+	sup, err := supervisor.New(programs, supervisor.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		return nil, &exitError{code: exitConfig, err: err}
+	}
+	return &runOptions{
+		cfg:      cfg,
+		log:      log,
+		sup:      sup,
+		registry: reg,
+		reloadPrograms: func() ([]supervisor.Program, error) {
+			cfg, err := g.loadConfig()
+			if err != nil {
+				return nil, err
+			}
+			return loadPrograms(cfg, log)
+		},
+	}, nil
+}
+
+// loadPrograms is the config's programs followed by those of its
+// supervisord_config file.
+func loadPrograms(cfg *config.Config, log *slog.Logger) ([]supervisor.Program, error) {
+	cps := slices.Clone(cfg.Programs)
+	if cfg.SupervisordConfig != "" {
+		more, warnings, err := supervisor.LoadSupervisordINI(cfg.SupervisordConfig)
+		for _, w := range warnings {
+			log.Warn(w)
+		}
+		if err != nil {
+			return nil, err
+		}
+		cps = append(cps, more...)
+	}
+	return supervisor.FromConfigs(cps)
+}
+
+// runLB runs everything until ctx ends or an essential program fails: the
+// control socket, the metrics listener, signal handling and the supervisor.
+func runLB(ctx context.Context, o *runOptions) error {
+	if err := checkGates(o.programsGates(), o.openGates); err != nil {
+		return &exitError{code: exitConfig, err: err}
+	}
+	sock, err := control.Listen(o.cfg.Control.Socket, os.FileMode(o.cfg.Control.Mode))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- sock.Serve(ctx, control.Handler(o.sup, o.log.With("component", "control"))) }()
+	if o.cfg.HTTP.Address != "" {
+		lis, err := metrics.Listen(o.cfg.HTTP.Address)
+		if err != nil {
+			cancel()
+			<-errc
+			return err
+		}
+		go func() { errc <- metrics.Serve(ctx, lis, metrics.Handler(o.registry, nil), o.log) }()
+	}
+	go o.handleSignals(ctx)
+	err = o.sup.Run(ctx)
+	cancel()
+	var essential *supervisor.EssentialError
+	if errors.As(err, &essential) {
+		return &exitError{code: 1, err: err}
+	}
+	return err
+}
+
+// programsGates is every gate some program waits for.
+func (o *runOptions) programsGates() map[string][]string {
+	gates := map[string][]string{}
+	for _, p := range o.cfg.Programs {
+		for _, g := range p.WaitForGates {
+			gates[g] = append(gates[g], p.Name)
+		}
+	}
+	return gates
+}
+
+// checkGates refuses programs that wait for a gate nothing in this run opens.
+func checkGates(wanted map[string][]string, open []string) error {
+	var errs []error
+	for gate, progs := range wanted {
+		if !slices.Contains(open, gate) {
+			errs = append(errs, fmt.Errorf("program %s waits for gate %q, which nothing in lbctl run opens (open: %v)", progs[0], gate, open))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// handleSignals applies SIGHUP (reload programs) and forwards the signals
+// programs asked for. SIGTERM and SIGINT cancel the context in main.
+func (o *runOptions) handleSignals(ctx context.Context) {
+	sigs := make(chan os.Signal, 8)
+	watched := append([]os.Signal{syscall.SIGHUP}, toOSSignals(o.sup.ForwardedSignals())...)
+	signal.Notify(sigs, watched...)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-sigs:
+			sig := s.(syscall.Signal)
+			if sig == syscall.SIGHUP {
+				o.reload(ctx)
+				// Programs may now ask for other signals.
+				signal.Notify(sigs, toOSSignals(o.sup.ForwardedSignals())...)
+				continue
+			}
+			o.sup.Forward(ctx, sig)
+		}
+	}
+}
+
+func (o *runOptions) reload(ctx context.Context) {
+	if o.reloadPrograms == nil {
+		o.log.Info("SIGHUP: nothing to reload")
+		return
+	}
+	programs, err := o.reloadPrograms()
+	if err != nil {
+		o.log.Error("SIGHUP: config not reloaded, keeping the running programs", "err", err)
+		return
+	}
+	if err := o.sup.Apply(ctx, programs); err != nil {
+		o.log.Error("SIGHUP: programs not applied", "err", err)
+		return
+	}
+	o.log.Info("SIGHUP: programs reloaded", "programs", len(programs))
+}
+
+func toOSSignals(sigs []syscall.Signal) []os.Signal {
+	out := make([]os.Signal, len(sigs))
+	for i, s := range sigs {
+		out[i] = s
+	}
+	return out
 }

@@ -1,18 +1,109 @@
 package main
 
 import (
-	"errors"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/lbctl/lbctl/supervisor/control"
 )
 
-// newStatusCmd is a placeholder until its part lands.
+type statusOptions struct {
+	*globalOptions
+	socket  string
+	json    bool
+	timeout time.Duration
+	stdout  io.Writer
+}
+
 func newStatusCmd(g *globalOptions) *cobra.Command {
-	return &cobra.Command{
+	o := &statusOptions{globalOptions: g}
+	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the state of the programs a running lbctl supervises",
+		Long: `Status asks a running lbctl, through its control socket, for the state of
+every program: name, state (supervisord's), pid, uptime, restarts and how
+it last exited. The socket is --socket, or control.socket from the config.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return errors.New("status: not implemented yet")
+			o.stdout = cmd.OutOrStdout()
+			return runStatus(cmd.Context(), o)
 		},
 	}
+	cmd.Flags().StringVar(&o.socket, "socket", "", "control socket (default: control.socket from the config)")
+	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 10*time.Second, "give up after this long")
+	return cmd
+}
+
+// controlSocket is --socket, else the config's control.socket.
+func (g *globalOptions) controlSocket(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return "", fmt.Errorf("find the control socket (or pass --socket): %w", err)
+	}
+	return cfg.Control.Socket, nil
+}
+
+func runStatus(ctx context.Context, o *statusOptions) error {
+	socket, err := o.controlSocket(o.socket)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	reply, err := control.NewClient(socket).Status(ctx)
+	if err != nil {
+		return err
+	}
+	if o.json {
+		enc := json.NewEncoder(o.stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(reply)
+	}
+	return printStatus(o.stdout, reply)
+}
+
+// printStatus writes a table like supervisorctl status.
+func printStatus(w io.Writer, reply *control.StatusReply) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSTATE\tPID\tUPTIME\tRESTARTS\tLAST EXIT\tNOTE")
+	for _, s := range reply.Programs {
+		pid, uptime := "-", "-"
+		if s.PID != 0 {
+			pid = strconv.Itoa(s.PID)
+			uptime = formatUptime(s.Uptime(reply.Now))
+		}
+		last := "-"
+		if s.LastExit != nil {
+			last = s.LastExit.String()
+		}
+		note := s.Note
+		if note == "" {
+			note = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", s.Name, s.State, pid, uptime, s.Restarts, last, note)
+	}
+	return tw.Flush()
+}
+
+// formatUptime is supervisorctl's H:MM:SS, with days in front when there are any.
+func formatUptime(d time.Duration) string {
+	d = d.Truncate(time.Second)
+	days := d / (24 * time.Hour)
+	d -= days * 24 * time.Hour
+	s := fmt.Sprintf("%d:%02d:%02d", int(d.Hours()), int(d.Minutes())%60, int(d.Seconds())%60)
+	if days > 0 {
+		s = fmt.Sprintf("%d days, %s", days, s)
+	}
+	return s
 }

@@ -1,0 +1,389 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// program is one supervised program: a goroutine (loop) that owns its
+// process and its state machine, fed by requests, its process's exit and
+// its one timer. Nothing else changes its state, so there is nothing to lock
+// around transitions; mu only guards the fields others read (status).
+type program struct {
+	sup *Supervisor
+	log *slog.Logger
+
+	reqs  chan request
+	exits chan exitEvent
+	done  chan struct{} // closed when loop returns
+
+	spec Program // never changes: a changed program is replaced by a new one
+	name string  // spec.Name
+
+	// Owned by loop.
+	proc             *process
+	wantUp           bool // start, restart after exits, retry
+	waiting          bool // wants to start once dependencies and gates are ready
+	restartAfterStop bool
+	failures         int // failed starts in a row
+	started          bool
+	timerC           <-chan time.Time
+	stopTimer        func() bool
+	timerKind        timerKind
+	logFile          *rotatingFile
+
+	// Written by loop under mu, read by anyone under mu.
+	mu  sync.Mutex
+	pub Status
+}
+
+type timerKind int
+
+const (
+	timerNone timerKind = iota
+	timerStartSecs
+	timerBackoff
+	timerStopWait
+)
+
+type reqKind int
+
+const (
+	reqStart reqKind = iota
+	reqStop
+	reqSignal
+)
+
+type request struct {
+	kind  reqKind
+	sig   syscall.Signal
+	reply chan error // buffered 1
+}
+
+type exitEvent struct {
+	proc *process
+	err  error
+	at   time.Time
+}
+
+// Errors callers branch on.
+var (
+	ErrUnknownProgram = errors.New("no such program")
+	ErrNotRunning     = errors.New("not running")
+	ErrAlreadyStarted = errors.New("already started")
+	ErrSupervisorDone = errors.New("supervisor is not running")
+)
+
+func newProgram(s *Supervisor, spec Program) *program {
+	return &program{
+		sup:   s,
+		log:   s.log.With("program", spec.Name),
+		spec:  spec,
+		name:  spec.Name,
+		reqs:  make(chan request),
+		exits: make(chan exitEvent, 1),
+		done:  make(chan struct{}),
+		pub:   Status{Name: spec.Name, State: Stopped},
+	}
+}
+
+// loop runs until ctx is cancelled; the supervisor stops the program first.
+func (p *program) loop(ctx context.Context) {
+	defer close(p.done)
+	defer p.closeLog()
+	p.openLog()
+	if p.spec.Autostart {
+		p.wantStart()
+	}
+	for {
+		var readyC <-chan struct{}
+		if p.waiting {
+			readyC = p.sup.changes.wait() // taken before the check: no lost wake-up
+			why := p.sup.notReady(&p.spec)
+			if why == "" {
+				p.waiting = false
+				p.startProcess()
+				continue
+			}
+			p.setNote(why)
+		}
+		select {
+		case <-ctx.Done():
+			p.abandon()
+			return
+		case r := <-p.reqs:
+			r.reply <- p.handle(r)
+		case ev := <-p.exits:
+			p.onExit(ev)
+		case <-p.timerC:
+			p.onTimer()
+		case <-readyC:
+		}
+	}
+}
+
+func (p *program) handle(r request) error {
+	switch r.kind {
+	case reqStart:
+		return p.onStartRequest()
+	case reqStop:
+		p.onStopRequest()
+		return nil
+	case reqSignal:
+		if p.proc == nil {
+			return fmt.Errorf("signal %s: %w", p.spec.Name, ErrNotRunning)
+		}
+		return p.proc.cmd.Process.Signal(r.sig)
+	}
+	return fmt.Errorf("unknown request %d", r.kind)
+}
+
+func (p *program) onStartRequest() error {
+	switch p.pub.State {
+	case Starting, Running:
+		return fmt.Errorf("start %s: %w", p.spec.Name, ErrAlreadyStarted)
+	case Stopping:
+		p.restartAfterStop = true
+		return nil
+	case Backoff:
+		p.cancelTimer()
+		p.failures = 0
+		p.startProcess()
+		return nil
+	}
+	p.wantStart()
+	return nil
+}
+
+func (p *program) onStopRequest() {
+	p.wantUp, p.waiting, p.restartAfterStop = false, false, false
+	switch p.pub.State {
+	case Starting, Running:
+		p.sendStop()
+	case Backoff:
+		p.cancelTimer()
+		p.setState(Stopped, "")
+	case Stopped:
+		p.setNote("")
+	}
+}
+
+// wantStart asks for a start as soon as dependencies and gates allow.
+func (p *program) wantStart() {
+	p.wantUp, p.waiting, p.failures = true, true, 0
+}
+
+// startProcess spawns the process: STARTING, or RUNNING at once when
+// StartSecs is 0; a spawn error counts as a failed start.
+func (p *program) startProcess() {
+	proc, err := spawn(&p.spec, p.sup.stdout, p.sup.stderr, p.logFile)
+	if err != nil {
+		p.log.Warn("spawn failed", "err", err)
+		p.setExit(&Exit{Code: -1, Err: err.Error(), At: p.sup.clock.Now()})
+		p.failedStart()
+		return
+	}
+	p.proc = proc
+	go func() {
+		err := proc.cmd.Wait() // returns the moment the process exits
+		p.exits <- exitEvent{proc: proc, err: err, at: p.sup.clock.Now()}
+	}()
+	if p.started {
+		p.sup.metrics.restarted(p.spec.Name)
+	}
+	p.mu.Lock()
+	if p.started {
+		p.pub.Restarts++
+	}
+	p.pub.PID, p.pub.Since = proc.pid, p.sup.clock.Now()
+	p.mu.Unlock()
+	p.started = true
+	if p.spec.StartSecs <= 0 {
+		p.failures = 0
+		p.setState(Running, "")
+		return
+	}
+	p.setState(Starting, "")
+	p.startTimer(p.spec.StartSecs, timerStartSecs)
+}
+
+// failedStart is BACKOFF with a growing delay, or FATAL once StartRetries
+// retries have failed.
+func (p *program) failedStart() {
+	p.failures++
+	if p.failures > p.spec.StartRetries {
+		p.wantUp = false
+		p.setState(Fatal, fmt.Sprintf("gave up after %d failed starts", p.failures))
+		return
+	}
+	delay := backoffDelay(p.failures, p.spec.BackoffMin, p.spec.BackoffMax, p.sup.rand)
+	p.setState(Backoff, fmt.Sprintf("retry %d/%d in %s", p.failures, p.spec.StartRetries, delay.Round(time.Millisecond)))
+	p.startTimer(delay, timerBackoff)
+}
+
+func (p *program) onTimer() {
+	kind := p.timerKind
+	p.timerC, p.stopTimer, p.timerKind = nil, nil, timerNone
+	switch {
+	case kind == timerStartSecs && p.pub.State == Starting:
+		p.failures = 0
+		p.setState(Running, "")
+	case kind == timerBackoff && p.pub.State == Backoff:
+		p.startProcess()
+	case kind == timerStopWait && p.pub.State == Stopping && p.proc != nil:
+		p.log.Warn("did not stop in time, sending SIGKILL to its process group", "stopwait", p.spec.StopWait)
+		if err := signalGroup(p.proc.pid, syscall.SIGKILL, true); err != nil {
+			p.log.Error("kill", "err", err)
+		}
+		p.setNote("killed after stopwaitsecs")
+	}
+}
+
+func (p *program) onExit(ev exitEvent) {
+	if ev.proc != p.proc {
+		return
+	}
+	p.proc = nil
+	p.cancelTimer()
+	code, sig := exitOf(ev.err)
+	p.setExit(&Exit{Code: code, Signal: sig, At: ev.at})
+	p.log.Info("exited", "exit", p.pub.LastExit.String(), "state", p.pub.State)
+	switch p.pub.State {
+	case Stopping:
+		p.setState(Stopped, "")
+		if p.restartAfterStop {
+			p.restartAfterStop = false
+			p.wantStart()
+		}
+	case Starting:
+		p.failedStart()
+	case Running:
+		if p.wantUp && p.spec.restartsAfter(code) {
+			p.log.Info("restarting", "autorestart", p.spec.Autorestart)
+			p.startProcess()
+			return
+		}
+		p.wantUp = false
+		p.setState(Exited, "")
+	}
+}
+
+// sendStop sends the stop signal to the process group and arms the
+// stopwaitsecs timer that escalates to SIGKILL.
+func (p *program) sendStop() {
+	p.cancelTimer()
+	if err := signalGroup(p.proc.pid, p.spec.StopSignal, true); err != nil {
+		p.log.Error("stop", "err", err)
+	}
+	p.setState(Stopping, "")
+	p.startTimer(p.spec.StopWait, timerStopWait)
+}
+
+// abandon runs when the loop is cancelled; the supervisor has stopped the
+// program already, so this only matters if something went wrong.
+func (p *program) abandon() {
+	p.cancelTimer()
+	if p.proc == nil {
+		return
+	}
+	p.log.Error("still running at exit, killing its process group")
+	_ = signalGroup(p.proc.pid, syscall.SIGKILL, true)
+	<-p.exits
+	p.proc = nil
+}
+
+func (p *program) startTimer(d time.Duration, kind timerKind) {
+	p.cancelTimer()
+	p.timerC, p.stopTimer = p.sup.clock.NewTimer(d)
+	p.timerKind = kind
+}
+
+func (p *program) cancelTimer() {
+	if p.stopTimer != nil {
+		p.stopTimer()
+	}
+	p.timerC, p.stopTimer, p.timerKind = nil, nil, timerNone
+}
+
+func (p *program) openLog() {
+	if p.spec.LogFile == "" {
+		return
+	}
+	f, err := openRotatingFile(p.spec.LogFile, p.spec.LogMaxBytes, p.spec.LogBackups)
+	if err != nil {
+		p.log.Error("log file", "err", err)
+		return
+	}
+	p.logFile = f
+}
+
+func (p *program) closeLog() {
+	if p.logFile != nil {
+		p.logFile.Close()
+		p.logFile = nil
+	}
+}
+
+// setState publishes a transition: status, metrics, PID watchers, then
+// wakes everyone waiting for a change. No lock is held while notifying.
+func (p *program) setState(st State, note string) {
+	p.mu.Lock()
+	from := p.pub.State
+	p.pub.State, p.pub.Note = st, note
+	if !st.up() {
+		p.pub.PID, p.pub.Since = 0, time.Time{}
+	}
+	pid := p.pub.PID
+	p.mu.Unlock()
+	if from != st {
+		p.log.Info("state", "from", from, "to", st, "pid", pid, "note", note)
+	}
+	p.sup.metrics.setState(p.spec.Name, st)
+	p.sup.publishPID(p.spec.Name, pid)
+	p.sup.changes.notify()
+}
+
+func (p *program) setNote(note string) {
+	p.mu.Lock()
+	changed := p.pub.Note != note
+	p.pub.Note = note
+	p.mu.Unlock()
+	if changed {
+		p.sup.changes.notify()
+	}
+}
+
+func (p *program) setExit(e *Exit) {
+	p.mu.Lock()
+	p.pub.LastExit = e
+	p.mu.Unlock()
+}
+
+func (p *program) status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.pub
+	if s.LastExit != nil {
+		e := *s.LastExit
+		s.LastExit = &e
+	}
+	return s
+}
+
+// ask sends r to the loop and returns its answer; it never holds a lock.
+func (p *program) ask(ctx context.Context, r request) error {
+	r.reply = make(chan error, 1)
+	select {
+	case p.reqs <- r:
+	case <-p.done:
+		return fmt.Errorf("%s: %w", p.name, ErrSupervisorDone)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-r.reply
+}
