@@ -343,6 +343,9 @@ func (p *program) setState(st State, note string) {
 	if from != st {
 		p.log.Info("state", "from", from, "to", st, "pid", pid, "note", note)
 	}
+	if p.sup.onTransition != nil {
+		p.sup.onTransition(Transition{Program: p.name, From: from, To: st, PID: pid, At: p.sup.clock.Now()})
+	}
 	p.sup.metrics.setState(p.spec.Name, st)
 	p.sup.publishPID(p.spec.Name, pid)
 	p.sup.changes.notify()

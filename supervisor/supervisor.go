@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -29,6 +30,18 @@ type Options struct {
 	Clock      Clock
 	// Rand returns a number in [0,1) for backoff jitter.
 	Rand func() float64
+	// OnTransition, when set, is called after every state change, from the
+	// program's own goroutine with no lock held. It must not block for long:
+	// it holds up that program.
+	OnTransition func(Transition)
+}
+
+// Transition is one state change of one program.
+type Transition struct {
+	Program  string
+	From, To State
+	PID      int // the process's pid (0 when it has none)
+	At       time.Time
 }
 
 // Supervisor runs programs the way supervisord does, reacting to each exit
@@ -40,6 +53,7 @@ type Supervisor struct {
 	rand           func() float64
 	metrics        *metrics
 	changes        broadcast
+	onTransition   func(Transition)
 
 	// applyMu serialises Apply and the shutdown at the end of Run.
 	applyMu sync.Mutex
@@ -78,19 +92,20 @@ func New(programs []Program, opts Options) (*Supervisor, error) {
 		return nil, err
 	}
 	s := &Supervisor{
-		log:      opts.Logger.With("component", "supervisor"),
-		stdout:   &lockedWriter{w: opts.Stdout},
-		stderr:   &lockedWriter{w: opts.Stderr},
-		clock:    opts.Clock,
-		rand:     opts.Rand,
-		metrics:  newMetrics(opts.Registerer),
-		changes:  newBroadcast(),
-		programs: map[string]*program{},
-		cancels:  map[string]context.CancelFunc{},
-		gates:    map[string]bool{},
-		pidWatch: map[string][]chan int{},
-		lastPID:  map[string]int{},
-		done:     make(chan struct{}),
+		log:          opts.Logger.With("component", "supervisor"),
+		stdout:       &lockedWriter{w: opts.Stdout},
+		stderr:       &lockedWriter{w: opts.Stderr},
+		clock:        opts.Clock,
+		rand:         opts.Rand,
+		metrics:      newMetrics(opts.Registerer),
+		onTransition: opts.OnTransition,
+		changes:      newBroadcast(),
+		programs:     map[string]*program{},
+		cancels:      map[string]context.CancelFunc{},
+		gates:        map[string]bool{},
+		pidWatch:     map[string][]chan int{},
+		lastPID:      map[string]int{},
+		done:         make(chan struct{}),
 	}
 	byName := map[string]Program{}
 	for _, p := range programs {
