@@ -1,0 +1,239 @@
+package shift
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// autoClock advances by d whenever a timer is asked for, and fires it at
+// once: the Runner holds one timer at a time, so this is deterministic.
+type autoClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *autoClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *autoClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	ch := make(chan time.Time, 1)
+	ch <- c.now
+	return ch
+}
+
+// memStore is a Store in memory with Consul's CAS rules.
+type memStore struct {
+	mu      sync.Mutex
+	split   Split
+	index   uint64
+	history []Split
+}
+
+func (m *memStore) Load(ctx context.Context, service string) (Split, uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.split, m.index, nil
+}
+
+func (m *memStore) Save(ctx context.Context, s Split, index uint64) (uint64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := s.Validate(); err != nil {
+		return 0, err
+	}
+	if index != m.index {
+		return 0, ErrConflict
+	}
+	m.index++
+	m.split = s
+	m.history = append(m.history, s)
+	return m.index, nil
+}
+
+// abortNow writes an aborted split over whatever is there, as --abort does.
+func (m *memStore) abortNow() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.split.At(0)
+	s.State, s.Reason = Aborted, "aborted by test"
+	m.index++
+	m.split = s
+	m.history = append(m.history, s)
+}
+
+func (m *memStore) trail() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var parts []string
+	for _, s := range m.history {
+		parts = append(parts, fmt.Sprintf("%d:%s", s.ToPercent(), s.State))
+	}
+	return strings.Join(parts, " ")
+}
+
+// scriptGate answers from a function of (step percent, final).
+type scriptGate struct {
+	split  func() Split
+	answer func(pct int, final bool) (bool, error)
+	begun  int
+}
+
+func (g *scriptGate) Name() string                    { return "script" }
+func (g *scriptGate) Begin(ctx context.Context) error { g.begun++; return nil }
+func (g *scriptGate) Check(ctx context.Context, final bool) (Verdict, error) {
+	ok, err := g.answer(g.split().ToPercent(), final)
+	return Verdict{Gate: "script", Pass: ok, Detail: fmt.Sprintf("pass=%v", ok)}, err
+}
+
+func newTestRunner(steps []int, answer func(pct int, final bool) (bool, error)) (*Runner, *memStore, *scriptGate) {
+	store := &memStore{}
+	r := &Runner{
+		Plan:  Plan{Service: "greeter", From: "blue", To: "green", Steps: steps, Interval: time.Second, Poll: 300 * time.Millisecond},
+		Store: store, Clock: &autoClock{now: time.Unix(1e9, 0)},
+	}
+	gate := &scriptGate{split: func() Split { return r.split }, answer: answer}
+	r.Gates = []Gate{gate}
+	return r, store, gate
+}
+
+func TestRunnerWalksEveryStepThenDone(t *testing.T) {
+	r, store, gate := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
+	final, err := r.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := store.trail(), "10:running 50:running 100:running 100:done"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+	if final.State != Done || final.Step != 3 || gate.begun != 3 {
+		t.Fatalf("final %s, gate begun %d times", final, gate.begun)
+	}
+}
+
+func TestRunnerRollsBackWhenAGateFailsDuringTheHold(t *testing.T) {
+	r, store, _ := newTestRunner([]int{10, 50, 100}, func(pct int, final bool) (bool, error) { return pct < 50, nil })
+	_, err := r.Run(context.Background())
+	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "at 50% green") {
+		t.Fatalf("err = %v, want a rollback at 50%%", err)
+	}
+	if got, want := store.trail(), "10:running 50:running 0:rolled_back"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+	if store.split.Weights["blue"] != 100 || !strings.Contains(store.split.Reason, "gate script failed") {
+		t.Fatalf("stored %+v, want all on blue with the reason", store.split)
+	}
+}
+
+func TestRunnerRollsBackWhenTheFinalCheckFails(t *testing.T) {
+	r, store, _ := newTestRunner([]int{10, 100}, func(pct int, final bool) (bool, error) { return !(final && pct == 100), nil })
+	if _, err := r.Run(context.Background()); !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("err = %v", err)
+	}
+	if got, want := store.trail(), "10:running 100:running 0:rolled_back"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+}
+
+func TestRunnerToleratesAGateErrorUntilTheEndOfTheHold(t *testing.T) {
+	broken := errors.New("consul down")
+	r, store, _ := newTestRunner([]int{10}, func(pct int, final bool) (bool, error) { return true, broken })
+	_, err := r.Run(context.Background())
+	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "could not check: consul down") {
+		t.Fatalf("err = %v", err)
+	}
+	if got, want := store.trail(), "10:running 0:rolled_back"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+}
+
+func TestRunnerInterruptedLeavesTheLastWrittenSplit(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, store, _ := newTestRunner([]int{10, 50, 100}, func(pct int, final bool) (bool, error) {
+		if pct == 50 {
+			cancel() // Ctrl-C during the 50% hold
+		}
+		return true, nil
+	})
+	_, err := r.Run(ctx)
+	if !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("err = %v", err)
+	}
+	if got, want := store.trail(), "10:running 50:running 50:interrupted"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+}
+
+func TestRunnerInterruptedBeforeTheFirstStepWritesNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r, store, _ := newTestRunner([]int{10}, func(int, bool) (bool, error) { return true, nil })
+	if _, err := r.Run(ctx); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("err = %v", err)
+	}
+	if store.trail() != "" {
+		t.Fatalf("wrote %s", store.trail())
+	}
+}
+
+func TestRunnerStopsWhenAborted(t *testing.T) {
+	var store *memStore
+	r, store, _ := newTestRunner([]int{10, 50}, func(pct int, final bool) (bool, error) {
+		store.abortNow()
+		return true, nil
+	})
+	_, err := r.Run(context.Background())
+	if !errors.Is(err, ErrAborted) {
+		t.Fatalf("err = %v", err)
+	}
+	if got, want := store.trail(), "10:running 0:aborted"; got != want {
+		t.Fatalf("writes: %s, want %s (the runner must not overwrite the abort)", got, want)
+	}
+}
+
+func TestCheckSteps(t *testing.T) {
+	for _, bad := range [][]int{nil, {0, 50}, {10, 10}, {50, 10}, {10, 101}} {
+		if CheckSteps(bad) == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	for _, good := range [][]int{{100}, {1, 2, 3}, {10, 50, 100}, {5, 25}} {
+		if err := CheckSteps(good); err != nil {
+			t.Errorf("%v: %v", good, err)
+		}
+	}
+}
+
+func TestValidateRejectsHostileSplits(t *testing.T) {
+	good := Split{Service: "greeter", From: "blue", To: "green", State: Running}.At(10)
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]func(*Split){
+		"directive in tag":  func(s *Split) { s.To = "green;\n}" },
+		"same tags":         func(s *Split) { s.To = "blue"; s.Weights = map[string]int{"blue": 100} },
+		"sum not 100":       func(s *Split) { s.Weights["green"] = 20 },
+		"negative":          func(s *Split) { s.Weights = map[string]int{"blue": 110, "green": -10} },
+		"third tag":         func(s *Split) { s.Weights = map[string]int{"blue": 90, "red": 10} },
+		"unknown state":     func(s *Split) { s.State = "weird" },
+		"service with path": func(s *Split) { s.Service = "../x" },
+	}
+	for name, mutate := range cases {
+		s := good.At(10)
+		mutate(&s)
+		if err := s.Validate(); !errors.Is(err, ErrInvalidSplit) {
+			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}
