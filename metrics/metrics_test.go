@@ -24,7 +24,9 @@ func TestServesMetricsAndHealth(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, lis, Handler(reg, func() error { return unhealthy }), slog.New(slog.DiscardHandler)) }()
+	go func() {
+		done <- Serve(ctx, lis, Handler(reg, func() error { return unhealthy }), slog.New(slog.DiscardHandler))
+	}()
 	base := "http://" + lis.Addr().String()
 
 	body := get(t, base+"/metrics", 200)

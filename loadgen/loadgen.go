@@ -1,0 +1,205 @@
+// Package loadgen drives gRPC load through a load balancer on loopback:
+// many concurrent clients, each on its own connection, making unary SayHello
+// calls, plus long-lived StreamHellos server streams. It counts successes and
+// failures per answering instance, and streams that broke.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lbctl/lbctl/greeter"
+	"github.com/lbctl/lbctl/greeter/greeterpb"
+)
+
+// Options bound and shape the load.
+type Options struct {
+	// Target is host:port; the host must be a loopback address or localhost.
+	Target string
+	// Clients is how many unary callers run, each on its own connection.
+	Clients int
+	// Streams is how many StreamHellos streams are held open, each on its own connection.
+	Streams int
+	// Calls stops the unary callers after this many calls in all (0: no bound).
+	Calls int64
+	// Duration stops everything after this long (0: only ctx or Calls stop it).
+	Duration time.Duration
+	// CallTimeout bounds each unary call (default 5s).
+	CallTimeout time.Duration
+	// StreamInterval is the server's interval between stream messages (default 20ms).
+	StreamInterval time.Duration
+	// DelayMs makes the server hold each unary call this long.
+	DelayMs uint32
+}
+
+// Report is what the load saw.
+type Report struct {
+	Calls, Failures int64
+	// ByInstance counts successful unary calls per answering instance.
+	ByInstance map[string]int64
+	// Errors counts failed calls by gRPC code and message.
+	Errors map[string]int64
+	// Streams is how many streams were opened; StreamsBroken how many ended
+	// with an error other than the load stopping.
+	Streams, StreamsBroken int64
+	// StreamMessages counts stream messages received.
+	StreamMessages int64
+	Elapsed        time.Duration
+}
+
+// Gen is one load run; Snapshot may be read while Run runs.
+type Gen struct {
+	opts Options
+
+	calls, failures, streams, broken, messages atomic.Int64
+	mu                                         sync.Mutex
+	byInstance, errs                           map[string]int64
+	started                                    time.Time
+}
+
+// New checks opts and returns a Gen.
+func New(opts Options) (*Gen, error) {
+	host, _, err := net.SplitHostPort(opts.Target)
+	if err != nil {
+		return nil, fmt.Errorf("loadgen target %q: %w", opts.Target, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("loadgen target %q: only loopback targets are allowed", opts.Target)
+	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = 5 * time.Second
+	}
+	if opts.StreamInterval <= 0 {
+		opts.StreamInterval = 20 * time.Millisecond
+	}
+	return &Gen{opts: opts, byInstance: map[string]int64{}, errs: map[string]int64{}}, nil
+}
+
+// Run drives the load until ctx ends, Duration passes or Calls are made,
+// then waits for in-flight calls (which are not cancelled) and returns the report.
+func (g *Gen) Run(ctx context.Context) (Report, error) {
+	g.mu.Lock()
+	g.started = time.Now()
+	g.mu.Unlock()
+	if g.opts.Duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.opts.Duration)
+		defer cancel()
+	}
+	var wg sync.WaitGroup
+	for range g.opts.Clients {
+		wg.Go(func() { g.unaryClient(ctx) })
+	}
+	for range g.opts.Streams {
+		wg.Go(func() { g.stream(ctx) })
+	}
+	wg.Wait()
+	return g.Snapshot(), nil
+}
+
+// Snapshot is the report so far.
+func (g *Gen) Snapshot() Report {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return Report{
+		Calls: g.calls.Load(), Failures: g.failures.Load(),
+		ByInstance: maps.Clone(g.byInstance), Errors: maps.Clone(g.errs),
+		Streams: g.streams.Load(), StreamsBroken: g.broken.Load(), StreamMessages: g.messages.Load(),
+		Elapsed: time.Since(g.started),
+	}
+}
+
+func (g *Gen) unaryClient(ctx context.Context) {
+	conn, client, err := greeter.Dial(g.opts.Target)
+	if err != nil {
+		g.fail(err)
+		return
+	}
+	defer conn.Close()
+	for ctx.Err() == nil {
+		if n := g.calls.Add(1); g.opts.Calls > 0 && n > g.opts.Calls {
+			g.calls.Add(-1)
+			return
+		}
+		g.call(client)
+	}
+}
+
+// call makes one unary call; it is not tied to the load's ctx, so stopping
+// the load never fails a call that was already sent.
+func (g *Gen) call(client greeterpb.GreeterClient) {
+	cctx, cancel := context.WithTimeout(context.Background(), g.opts.CallTimeout)
+	defer cancel()
+	reply, err := client.SayHello(cctx, &greeterpb.HelloRequest{Name: "loadgen", DelayMs: g.opts.DelayMs})
+	if err != nil {
+		g.fail(err)
+		return
+	}
+	g.mu.Lock()
+	g.byInstance[reply.GetInstance()]++
+	g.mu.Unlock()
+}
+
+func (g *Gen) fail(err error) {
+	g.failures.Add(1)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.errs[describe(err)]++
+}
+
+func (g *Gen) stream(ctx context.Context) {
+	conn, client, err := greeter.Dial(g.opts.Target)
+	if err != nil {
+		g.brokenStream(err)
+		return
+	}
+	defer conn.Close()
+	g.streams.Add(1)
+	st, err := client.StreamHellos(ctx, &greeterpb.StreamRequest{
+		Name: "loadgen", IntervalMs: uint32(g.opts.StreamInterval.Milliseconds())})
+	if err != nil {
+		g.endStream(ctx, err)
+		return
+	}
+	for {
+		if _, err := st.Recv(); err != nil {
+			g.endStream(ctx, err)
+			return
+		}
+		g.messages.Add(1)
+	}
+}
+
+// endStream counts a stream that ended for any reason but the load stopping as broken.
+func (g *Gen) endStream(ctx context.Context, err error) {
+	if ctx.Err() != nil && status.Code(err) == codes.Canceled {
+		return
+	}
+	g.brokenStream(err)
+}
+
+func (g *Gen) brokenStream(err error) {
+	g.broken.Add(1)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.errs["stream: "+describe(err)]++
+}
+
+func describe(err error) string {
+	if s, ok := status.FromError(err); ok {
+		return s.Code().String() + ": " + s.Message()
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "deadline exceeded"
+	}
+	return err.Error()
+}

@@ -1,0 +1,354 @@
+// Package reload applies renders to nginx: it coalesces bursts of changes,
+// skips renders whose bytes are already live, validates candidates with
+// `nginx -t` against the full main config without touching live files, swaps
+// them in atomically, sends SIGHUP to the nginx master and confirms from
+// /proc that a new worker generation took over. See docs/reload.md.
+package reload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/atomicfile"
+	"github.com/lbctl/lbctl/metrics"
+	"github.com/lbctl/lbctl/render"
+)
+
+// ErrNotConfirmed means nginx was signalled but no new worker generation
+// took over in time; the previous files were put back.
+var ErrNotConfirmed = errors.New("reload not confirmed")
+
+// Clock is the time source of the coalescing loop; tests pass a fake one.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Options configure a Controller.
+type Options struct {
+	// Nginx gives the binary for nginx -t, the main config and prefix to
+	// validate against, and the pid file used when MasterPID is nil.
+	Nginx config.Nginx
+	// MasterPID finds the nginx master to signal (the supervisor's nginx
+	// program). nil reads Nginx.PIDFile. Returning an error wrapping
+	// ErrNoMaster means nginx is not running: files are written, not signalled.
+	MasterPID func() (int, error)
+	// Wait coalesces updates in Run (zero values: config defaults).
+	Wait config.Wait
+	// ConfirmTimeout bounds the wait for a new worker generation (default 10s).
+	ConfirmTimeout time.Duration
+	// Metrics are updated if set; nil uses a private registry.
+	Metrics *metrics.Metrics
+	// Log is narrowed with component=reload; nil discards.
+	Log *slog.Logger
+	// OnApplied is called with the Consul index of every update nginx is
+	// confirmed to serve (or that is already live), after the reload.
+	OnApplied func(index uint64)
+	// Clock drives coalescing; nil is the real clock.
+	Clock Clock
+	// WaitForMaster leaves telling the old workers to quit to the nginx
+	// master, which does it 100 ms after starting the new ones. By default
+	// lbctl sends them that SIGQUIT itself as soon as the new workers are up
+	// (see reloadAndConfirm).
+	WaitForMaster bool
+}
+
+// Controller applies renders to nginx, one at a time.
+type Controller struct {
+	opts     Options
+	log      *slog.Logger
+	m        *metrics.Metrics
+	clock    Clock
+	validate *validator
+	gens     *generations
+
+	mu      sync.Mutex // serializes Apply
+	healthy error
+}
+
+// New returns a Controller; nothing runs until Run or Apply.
+func New(opts Options) *Controller {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New(prometheus.NewRegistry())
+	}
+	if opts.Clock == nil {
+		opts.Clock = realClock{}
+	}
+	if opts.ConfirmTimeout <= 0 {
+		opts.ConfirmTimeout = 10 * time.Second
+	}
+	if opts.MasterPID == nil {
+		pidFile := opts.Nginx.PIDFile
+		opts.MasterPID = func() (int, error) { return PIDFromFile(pidFile) }
+	}
+	w := config.Config{Wait: opts.Wait}
+	w.SetDefaults()
+	opts.Wait = w.Wait
+	log := opts.Log.With("component", "reload")
+	return &Controller{
+		opts: opts, log: log, m: opts.Metrics, clock: opts.Clock,
+		validate: newValidator(opts.Nginx.Binary, opts.Nginx.Config, opts.Nginx.Prefix),
+		gens:     &generations{m: opts.Metrics, log: log, now: opts.Clock.Now},
+	}
+}
+
+// Outcome is how one Apply ended.
+type Outcome string
+
+// Outcomes, also the values of the reloads metric's outcome label.
+const (
+	Applied   Outcome = metrics.OutcomeApplied   // nginx confirmed serving the new files
+	Unchanged Outcome = metrics.OutcomeUnchanged // bytes already live: nothing done
+	Rejected  Outcome = metrics.OutcomeRejected  // nginx -t refused the candidate; live files kept
+	TimedOut  Outcome = metrics.OutcomeTimedOut  // signalled, not confirmed; previous files restored
+	Failed    Outcome = metrics.OutcomeFailed    // could not write, or signal
+	Written   Outcome = metrics.OutcomeWritten   // files swapped; no nginx running to signal
+)
+
+// Result describes one Apply.
+type Result struct {
+	Outcome Outcome
+	// Index is the update's Consul index.
+	Index uint64
+	// Changed lists the live paths whose bytes changed.
+	Changed []string
+	// Validate, Swap and Confirm are how long each step took.
+	Validate, Swap, Confirm time.Duration
+	// OldWorkers and NewWorkers are the pids of the replaced and new generation.
+	OldWorkers, NewWorkers []int
+}
+
+// Apply takes one update through validate, swap, signal and confirm, now.
+// It is what `lbctl render --once` uses; Run uses it after coalescing. The
+// error is a *ValidationError (errors.Is ErrRejected), wraps ErrNotConfirmed,
+// or says what failed.
+func (c *Controller) Apply(ctx context.Context, u render.Update) (Result, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	res, err := c.apply(ctx, u)
+	c.m.Reloads.WithLabelValues(string(res.Outcome)).Inc()
+	c.record(u, res, err)
+	return res, err
+}
+
+func (c *Controller) apply(ctx context.Context, u render.Update) (Result, error) {
+	res := Result{Index: u.Index}
+	changed, previous, err := changedFiles(u.Files)
+	if err != nil {
+		res.Outcome = Failed
+		return res, err
+	}
+	for _, f := range changed {
+		res.Changed = append(res.Changed, f.Path)
+	}
+	if len(changed) == 0 {
+		res.Outcome = Unchanged
+		return res, nil
+	}
+	t := time.Now()
+	err = c.validate.validate(ctx, changed)
+	res.Validate = time.Since(t)
+	if err != nil {
+		res.Outcome = Rejected
+		if !errors.Is(err, ErrRejected) {
+			res.Outcome = Failed
+		}
+		return res, err
+	}
+	t = time.Now()
+	if err := swap(changed); err != nil {
+		res.Outcome = Failed
+		return res, errors.Join(err, restore(previous))
+	}
+	res.Swap = time.Since(t)
+	return c.signal(ctx, res, previous)
+}
+
+// signal reloads nginx with the swapped-in files and confirms it.
+func (c *Controller) signal(ctx context.Context, res Result, previous []prior) (Result, error) {
+	master, err := c.opts.MasterPID()
+	if errors.Is(err, ErrNoMaster) {
+		res.Outcome = Written
+		return res, nil
+	}
+	if err != nil {
+		res.Outcome = Failed
+		return res, errors.Join(fmt.Errorf("find nginx master: %w", err), restore(previous))
+	}
+	t := time.Now()
+	cctx, cancel := context.WithTimeout(ctx, c.opts.ConfirmTimeout)
+	defer cancel()
+	old, fresh, err := reloadAndConfirm(cctx, master, c.opts.WaitForMaster)
+	res.Confirm = time.Since(t)
+	res.OldWorkers, res.NewWorkers = pids(old), pids(fresh)
+	if err != nil {
+		res.Outcome = TimedOut
+		if !errors.Is(err, ErrNotConfirmed) {
+			res.Outcome = Failed
+		}
+		return res, errors.Join(err, restore(previous))
+	}
+	c.gens.add(old, c.clock.Now())
+	res.Outcome = Applied
+	return res, nil
+}
+
+// record logs one line per apply and updates metrics and health.
+func (c *Controller) record(u render.Update, res Result, err error) {
+	attrs := []any{"outcome", res.Outcome, "index", u.Index, "files", res.Changed}
+	switch res.Outcome {
+	case Unchanged:
+		c.log.Debug("render unchanged; nothing to reload", attrs...)
+		c.notifyApplied(u.Index)
+		return
+	case Rejected:
+		c.countRejection(err)
+		c.log.Error("render rejected; nginx keeps the last good config", append(attrs, rejectionAttrs(err)...)...)
+		return
+	case Failed, TimedOut:
+		c.healthy = fmt.Errorf("last reload %s: %w", res.Outcome, err)
+		c.log.Error("reload failed; previous files restored", append(attrs, "err", err)...)
+		return
+	}
+	c.healthy = nil
+	if res.Outcome == Applied {
+		c.m.LastReload.SetToCurrentTime()
+		if !u.Seen.IsZero() {
+			c.m.ChangeToServing.Observe(time.Since(u.Seen).Seconds())
+		}
+	}
+	msg := "nginx reloaded"
+	if res.Outcome == Written {
+		msg = "files written; no nginx running to reload"
+	}
+	gens, workers := c.gens.sweep()
+	c.log.Info(msg, append(attrs, "changes", u.Changes, "validate", res.Validate, "swap", res.Swap,
+		"confirm", res.Confirm, "old_workers", res.OldWorkers, "new_workers", res.NewWorkers,
+		"old_generations_alive", gens, "old_workers_alive", workers)...)
+	c.notifyApplied(u.Index)
+}
+
+func (c *Controller) notifyApplied(index uint64) {
+	if c.opts.OnApplied != nil {
+		c.opts.OnApplied(index)
+	}
+}
+
+func (c *Controller) countRejection(err error) {
+	source := "unknown"
+	var ve *ValidationError
+	if errors.As(err, &ve) && ve.Source != "" {
+		source = ve.Source
+	}
+	c.m.ValidationFailures.WithLabelValues(source).Inc()
+}
+
+func rejectionAttrs(err error) []any {
+	var ve *ValidationError
+	if !errors.As(err, &ve) {
+		return []any{"err", err}
+	}
+	return []any{"template", ve.Source, "path", ve.Path, "line", ve.Line, "nginx", ve.Output}
+}
+
+// Healthy is nil unless the last reload attempt failed or was not confirmed
+// (a rejected render is not unhealthy: nginx serves the last good config).
+func (c *Controller) Healthy() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.healthy
+}
+
+// OldGenerations reports how many old worker generations, and workers, are alive.
+func (c *Controller) OldGenerations() (gens, workers int) { return c.gens.sweep() }
+
+// prior is a live file's content before a swap, to put back.
+type prior struct {
+	path   string
+	data   []byte
+	perm   fs.FileMode
+	absent bool
+}
+
+// changedFiles returns the files whose bytes differ from the live file, and
+// what each live file held.
+func changedFiles(files []render.File) ([]render.File, []prior, error) {
+	var changed []render.File
+	var previous []prior
+	for _, f := range files {
+		live, err := os.ReadFile(f.Path)
+		absent := errors.Is(err, fs.ErrNotExist)
+		if err != nil && !absent {
+			return nil, nil, fmt.Errorf("read live %s: %w", f.Path, err)
+		}
+		if !absent && bytes.Equal(live, f.Data) {
+			continue
+		}
+		perm := f.Perms
+		if fi, err := os.Stat(f.Path); err == nil {
+			perm = fi.Mode().Perm()
+		}
+		changed = append(changed, f)
+		previous = append(previous, prior{path: f.Path, data: live, perm: perm, absent: absent})
+	}
+	return changed, previous, nil
+}
+
+func swap(files []render.File) error {
+	for _, f := range files {
+		perm := f.Perms
+		if perm == 0 {
+			perm = 0o644
+		}
+		if err := atomicfile.Replace(f.Path, f.Data, perm); err != nil {
+			return fmt.Errorf("swap in %s (from %s): %w", f.Path, f.Source, err)
+		}
+	}
+	return nil
+}
+
+// restore puts back what the live files held before a swap.
+func restore(previous []prior) error {
+	var errs []error
+	for _, p := range previous {
+		var err error
+		if p.absent {
+			err = os.Remove(p.path)
+			if errors.Is(err, fs.ErrNotExist) {
+				err = nil
+			}
+		} else {
+			err = atomicfile.Replace(p.path, p.data, p.perm)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("restore %s: %w", p.path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func pids(ps []proc) []int {
+	out := make([]int, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.pid)
+	}
+	return out
+}

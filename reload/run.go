@@ -1,0 +1,44 @@
+package reload
+
+import (
+	"context"
+	"time"
+
+	"github.com/lbctl/lbctl/render"
+)
+
+// sweepEvery is how often Run checks on old worker generations for the gauges.
+const sweepEvery = 250 * time.Millisecond
+
+// Run applies updates until ctx ends, coalescing them with Options.Wait:
+// a burst is applied once no update came for Wait.Min, and never later than
+// Wait.Max after its first update. Updates that arrive while a reload runs
+// wait in the channel (give it capacity 1 with latest-wins sends) and are
+// folded into the next one. Failed applies are logged and counted; the next
+// update is tried as usual. Run returns nil when ctx ends.
+func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) error {
+	co := &coalescer{min: c.opts.Wait.Min, max: c.opts.Wait.Max}
+	sweep := c.clock.After(sweepEvery)
+	for {
+		var fire <-chan time.Time
+		if at, ok := co.due(); ok {
+			fire = c.clock.After(max(0, at.Sub(c.clock.Now())))
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case u, ok := <-updates:
+			if !ok {
+				updates = nil
+				continue
+			}
+			c.m.Renders.Inc()
+			co.add(u, c.clock.Now())
+		case <-fire:
+			c.Apply(ctx, co.take()) // logged and counted by Apply
+		case <-sweep:
+			c.gens.sweep()
+			sweep = c.clock.After(sweepEvery)
+		}
+	}
+}
