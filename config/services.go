@@ -33,6 +33,15 @@ type Service struct {
 	TLS *ListenTLS `yaml:"tls"`
 	// UpstreamTLS talks TLS to the instances (grpcs://).
 	UpstreamTLS bool `yaml:"upstream_tls"`
+	// Shift makes the service follow `lbctl shift`: while Consul KV holds a
+	// split for it (lbctl/shift/<name>), the upstream holds the passing
+	// instances of the split's two tags, weighted by the split; otherwise the
+	// instances tagged Tag (all instances when Tag is empty).
+	Shift bool `yaml:"shift"`
+	// AccessLog is where nginx logs this service's calls as JSON lines, which
+	// lbctl run tails for the error rates lbctl shift gates on. Services may
+	// share one file. Empty: not logged.
+	AccessLog string `yaml:"access_log"`
 }
 
 // ListenTLS is a certificate and key for a TLS listener.
@@ -57,6 +66,8 @@ var (
 	nonWord = regexp.MustCompile(`[^A-Za-z0-9_]`)
 	// Consul service names and tags that can be put in a config.
 	safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	// Paths printed into nginx config unquoted.
+	safeLogPath = regexp.MustCompile(`^/[A-Za-z0-9._/-]+$`)
 )
 
 // SetDefaultsForTest fills defaults on a Service built in code rather than
@@ -100,6 +111,9 @@ func validateServices(services []Service, report reporter) {
 		}
 		if s.Keepalive < 0 {
 			report(at("keepalive"), "must not be negative")
+		}
+		if s.AccessLog != "" && !safeLogPath.MatchString(s.AccessLog) {
+			report(at("access_log"), "want an absolute path of letters, digits, '.', '_', '-', '/', got %q", s.AccessLog)
 		}
 		if s.TLS != nil && (s.TLS.Cert == "" || s.TLS.Key == "") {
 			report(at("tls"), "needs both cert and key")

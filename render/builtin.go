@@ -14,6 +14,7 @@ import (
 
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/shift"
 	"github.com/lbctl/lbctl/templates"
 )
 
@@ -68,6 +69,7 @@ type BuiltinRenderer struct {
 
 type cachedBlock struct {
 	svc       config.Service
+	split     splitView // zero without a split
 	instances []catalog.Instance
 	out       []byte
 	problems  []Problem
@@ -80,18 +82,25 @@ func NewBuiltinRenderer(resolve Resolver) *BuiltinRenderer {
 
 // Render is Builtin, reusing blocks rendered last time where nothing changed.
 func (r *BuiltinRenderer) Render(services []config.Service, snap catalog.Snapshot) ([]byte, []Problem) {
+	return r.RenderSplits(services, snap, nil)
+}
+
+// RenderSplits is Render for services some of which follow traffic splits
+// (config shift: true), splits being the valid ones by service (package
+// shift). A service without a split renders as Render does.
+func (r *BuiltinRenderer) RenderSplits(services []config.Service, snap catalog.Snapshot, splits map[string]shift.Split) ([]byte, []Problem) {
 	var problems []Problem
 	next := make(map[int]cachedBlock, len(services))
 	size := 0
 	for i, svc := range services {
-		b := r.block(i, svc, snap.Instances[QueryOf(svc)])
+		b := r.block(i, svc, splitViewOf(svc, splits), snap.Instances[QueryOf(svc)])
 		problems = append(problems, b.problems...)
 		next[i] = b
 		size += len(b.out)
 	}
 	r.blocks = next
 	var buf bytes.Buffer
-	execute(&buf, "header", nil)
+	execute(&buf, "header", headerOf(services))
 	buf.Grow(size)
 	for i := range services {
 		buf.Write(next[i].out)
@@ -99,14 +108,18 @@ func (r *BuiltinRenderer) Render(services []config.Service, snap catalog.Snapsho
 	return buf.Bytes(), problems
 }
 
-func (r *BuiltinRenderer) block(i int, svc config.Service, instances []catalog.Instance) cachedBlock {
-	if b, ok := r.blocks[i]; ok && b.svc == svc && catalog.Equal(b.instances, instances) {
+func (r *BuiltinRenderer) block(i int, svc config.Service, split *splitView, instances []catalog.Instance) cachedBlock {
+	var sv splitView
+	if split != nil {
+		sv = *split
+	}
+	if b, ok := r.blocks[i]; ok && b.svc == svc && b.split == sv && catalog.Equal(b.instances, instances) {
 		return b
 	}
-	data, problems, cacheable := serviceBlockOf(svc, instances, r.resolve)
+	data, problems, cacheable := serviceBlockOf(svc, split, instances, r.resolve)
 	var buf bytes.Buffer
 	execute(&buf, "service", data)
-	b := cachedBlock{svc: svc, instances: instances, out: buf.Bytes(), problems: problems}
+	b := cachedBlock{svc: svc, split: sv, instances: instances, out: buf.Bytes(), problems: problems}
 	if !cacheable {
 		b.instances = nil // host names: resolve again next time
 		b.svc.Name = ""
@@ -121,9 +134,20 @@ func execute(buf *bytes.Buffer, name string, data any) {
 	}
 }
 
-// QueryOf is the Consul health query behind a configured service.
+// QueryOf is the Consul health query behind a configured service. A service
+// that follows shifts asks for every tag: the renderer picks the split's.
 func QueryOf(s config.Service) catalog.Query {
+	if s.Shift {
+		return catalog.Query{Service: s.Name, Datacenter: s.Datacenter}
+	}
 	return catalog.Query{Service: s.Name, Tag: s.Tag, Datacenter: s.Datacenter}
+}
+
+// header is the file's first lines: the access log format when any service logs.
+type header struct{ AccessLog bool }
+
+func headerOf(services []config.Service) header {
+	return header{AccessLog: slices.ContainsFunc(services, func(s config.Service) bool { return s.AccessLog != "" })}
 }
 
 type serviceBlock struct {
@@ -135,29 +159,37 @@ type serviceBlock struct {
 	ReadTimeout, SendTimeout    string
 	TLS                         *config.ListenTLS
 	UpstreamTLS                 bool
+	AccessLog                   string
+	Split                       *splitView
 }
 
 type upstreamServer struct {
 	Addr   string // ip:port, [ipv6]:port
 	Weight int
 	ID     string // for a comment; empty unless it is plainly safe
+	Tag    string // the split tag it serves for; empty without a split
 }
 
 // serviceBlockOf checks and sorts one service's instances into template data.
 // cacheable is false when a host name was resolved: its answer may change.
-func serviceBlockOf(svc config.Service, instances []catalog.Instance, resolve Resolver) (block serviceBlock, problems []Problem, cacheable bool) {
+func serviceBlockOf(svc config.Service, split *splitView, instances []catalog.Instance, resolve Resolver) (block serviceBlock, problems []Problem, cacheable bool) {
+	if split != nil {
+		copied := *split
+		split = &copied // applySplit adds a note
+	}
 	block = serviceBlock{
 		Name: svc.Name, Tag: svc.Tag, Upstream: svc.UpstreamName(), Listen: svc.ListenAddr(),
 		Keepalive: svc.Keepalive, KeepaliveTimeout: nginxDuration(svc.KeepaliveTimeout),
 		ConnectTimeout: nginxDuration(svc.ConnectTimeout),
 		ReadTimeout:    nginxDuration(svc.ReadTimeout), SendTimeout: nginxDuration(svc.SendTimeout),
-		TLS: svc.TLS, UpstreamTLS: svc.UpstreamTLS,
+		TLS: svc.TLS, UpstreamTLS: svc.UpstreamTLS, AccessLog: svc.AccessLog, Split: split,
 	}
 	sorted := slices.Clone(instances)
 	catalog.SortInstances(sorted)
+	sorted, tags, problems := selectInstances(svc, split, sorted)
 	cacheable = true
 	seen := map[string]bool{}
-	for _, in := range sorted {
+	for n, in := range sorted {
 		if _, err := netip.ParseAddr(in.Address); err != nil {
 			cacheable = false
 		}
@@ -169,8 +201,12 @@ func serviceBlockOf(svc config.Service, instances []catalog.Instance, resolve Re
 				continue
 			}
 			seen[s.Addr] = true
+			s.Tag = tags[n]
 			block.Servers = append(block.Servers, s)
 		}
+	}
+	if split != nil {
+		block.Servers = applySplit(block.Servers, split)
 	}
 	return block, problems, cacheable
 }

@@ -12,15 +12,18 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/shift"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
 
-// goldenCase is one input snapshot: an lbctl.yaml and the passing instances
-// Consul returns for each query ("name" or "name|tag").
+// goldenCase is one input snapshot: an lbctl.yaml, the passing instances
+// Consul returns for each query ("name" or "name|tag"), and the traffic
+// splits KV holds (unchecked, as Consul would return them).
 type goldenCase struct {
 	Config    string                        `json:"config"`
 	Instances map[string][]catalog.Instance `json:"instances"`
+	Splits    map[string]shift.Split        `json:"splits"`
 }
 
 // fakeResolver resolves a fixed set of host names, so goldens are stable.
@@ -36,6 +39,11 @@ func fakeResolver(host string) ([]string, error) {
 }
 
 func loadGoldenCase(t testing.TB, path string) ([]config.Service, catalog.Snapshot) {
+	services, snap, _ := loadGoldenCaseSplits(t, path)
+	return services, snap
+}
+
+func loadGoldenCaseSplits(t testing.TB, path string) ([]config.Service, catalog.Snapshot, map[string]shift.Split) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -54,7 +62,7 @@ func loadGoldenCase(t testing.TB, path string) ([]config.Service, catalog.Snapsh
 		name, tag, _ := strings.Cut(key, "|")
 		snap.Instances[catalog.Query{Service: name, Tag: tag}] = instances
 	}
-	return cfg.Services, snap
+	return cfg.Services, snap, gc.Splits
 }
 
 func goldenInputs(t testing.TB) []string {
@@ -69,8 +77,8 @@ func TestBuiltinGolden(t *testing.T) {
 	for _, input := range goldenInputs(t) {
 		name := strings.TrimSuffix(filepath.Base(input), ".json")
 		t.Run(name, func(t *testing.T) {
-			services, snap := loadGoldenCase(t, input)
-			got, problems := Builtin(services, snap, fakeResolver)
+			services, snap, splits := loadGoldenCaseSplits(t, input)
+			got, problems := NewBuiltinRenderer(fakeResolver).RenderSplits(services, snap, splits)
 			for _, p := range problems {
 				got = append(got, []byte("# problem: "+p.String()+"\n")...)
 			}
@@ -95,8 +103,8 @@ func TestBuiltinGolden(t *testing.T) {
 func TestBuiltinGoldenPassesNginxT(t *testing.T) {
 	n := testrig.NewNginx(t)
 	for _, input := range goldenInputs(t) {
-		services, snap := loadGoldenCase(t, input)
-		out, _ := Builtin(services, snap, fakeResolver)
+		services, snap, splits := loadGoldenCaseSplits(t, input)
+		out, _ := NewBuiltinRenderer(fakeResolver).RenderSplits(services, snap, splits)
 		n.WriteConf("lbctl.conf", string(out))
 		if err := n.Test(); err != nil {
 			t.Errorf("%s: %v\n%s", input, err, out)
