@@ -276,7 +276,12 @@ func TestBlueGreenDrainUnderLoadLosesNoCall(t *testing.T) {
 		}
 	}
 	calls, failures, by, errs, late := l.snapshot()
-	t.Logf("calls %d, failures %d, drain time %s, by instance %v", calls, failures, drainTime.Round(time.Millisecond), by)
+	var waited []time.Duration
+	for _, res := range results {
+		waited = append(waited, res.Waited.Round(time.Millisecond))
+	}
+	t.Logf("calls %d, failures %d, drain (maintenance to LB confirmed) %v, shutdown %s, by instance %v",
+		calls, failures, waited, drainTime.Round(time.Millisecond), by)
 	if failures != 0 {
 		t.Errorf("%d of %d calls failed: %v", failures, calls, errs)
 	}
