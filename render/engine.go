@@ -11,6 +11,7 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/latest"
+	"github.com/lbctl/lbctl/shift"
 )
 
 // Templates renders consul-template templates; render/consultemplate
@@ -27,8 +28,26 @@ type Engine struct {
 	dest     string
 	watcher  *catalog.Watcher // nil without services
 	tmpl     Templates        // nil without templates
+	splits   SplitSource      // nil unless following shifts
 	builtin  *BuiltinRenderer
 	log      *slog.Logger
+}
+
+// SplitSource is the traffic splits recorded in Consul KV, by service;
+// shift.Watcher implements it.
+type SplitSource interface {
+	Run(ctx context.Context, out chan map[string]shift.Split) error
+	Once(ctx context.Context) (map[string]shift.Split, error)
+}
+
+// FollowSplits makes services configured with shift: true render the splits
+// src reports (lbctl shift). Call it before Once or Run; it does nothing when
+// no service follows shifts. Until src first answers, nothing is rendered:
+// an LB must not serve the wrong version while it starts.
+func (e *Engine) FollowSplits(src SplitSource) {
+	if slices.ContainsFunc(e.services, func(s config.Service) bool { return s.Shift }) {
+		e.splits = src
+	}
 }
 
 // NewEngine renders cfg's services with watcher's data into
@@ -60,7 +79,13 @@ func (e *Engine) Once(ctx context.Context) (Update, error) {
 		if err != nil {
 			return Update{}, err
 		}
-		u.Files = append(u.Files, e.renderBuiltin(snap, nil))
+		var splits map[string]shift.Split
+		if e.splits != nil {
+			if splits, err = e.splits.Once(ctx); err != nil {
+				return Update{}, err
+			}
+		}
+		u.Files = append(u.Files, e.renderBuiltin(snap, splits, nil))
 		u.Index, u.Indexes = snap.Index, snap.Indexes
 	}
 	if e.tmpl != nil {
@@ -81,14 +106,26 @@ func (e *Engine) Run(ctx context.Context, out chan Update) error {
 	defer cancel()
 	snaps := make(chan catalog.Snapshot, 1)
 	tmplFiles := make(chan []File, 1)
-	errs := make(chan error, 2)
+	splits := make(chan map[string]shift.Split, 1)
+	errs := make(chan error, 3)
 	if e.watcher != nil {
 		go func() { errs <- e.watcher.Run(ctx, snaps) }()
+	}
+	if e.splits != nil && e.watcher != nil {
+		go func() { errs <- e.splits.Run(ctx, splits) }()
 	}
 	if e.tmpl != nil {
 		go func() { errs <- e.tmpl.Run(ctx, func(f []File) { latest.Send(ctx, tmplFiles, f) }) }()
 	}
-	return e.loop(ctx, snaps, tmplFiles, errs, out)
+	return e.loop(ctx, sources{snaps, tmplFiles, splits, errs}, out)
+}
+
+// sources are the channels the Run loop reads.
+type sources struct {
+	snaps     chan catalog.Snapshot
+	tmplFiles chan []File
+	splits    chan map[string]shift.Split
+	errs      chan error
 }
 
 // renderState is what the Run loop knows of each source.
@@ -100,27 +137,37 @@ type renderState struct {
 	changes     []string
 	tmpl        []File
 	haveTmpl    bool
+	splits      map[string]shift.Split
+	haveSplits  bool
 	lastProblem map[string]bool
 }
 
-func (e *Engine) loop(ctx context.Context, snaps chan catalog.Snapshot, tmplFiles chan []File, errs chan error, out chan Update) error {
+func (e *Engine) loop(ctx context.Context, src sources, out chan Update) error {
 	st := &renderState{lastProblem: map[string]bool{}}
 	for {
+		rerender := false
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-errs:
+		case err := <-src.errs:
 			if ctx.Err() != nil {
 				return nil
 			}
 			return err
-		case snap := <-snaps:
-			st.changes = e.describeChanges(st.prevSnap, snap)
-			f := e.renderBuiltin(snap, st.lastProblem)
-			st.builtin, st.prevSnap, st.index, st.indexes = &f, &snap, snap.Index, snap.Indexes
-		case files := <-tmplFiles:
+		case snap := <-src.snaps:
+			st.changes = append(st.changes, e.describeChanges(st.prevSnap, snap)...)
+			st.prevSnap, st.index, st.indexes = &snap, snap.Index, snap.Indexes
+			rerender = true
+		case splits := <-src.splits:
+			st.changes = append(st.changes, describeSplits(st.splits, splits)...)
+			st.splits, st.haveSplits, rerender = splits, true, true
+		case files := <-src.tmplFiles:
 			st.tmpl, st.haveTmpl = files, true
 			st.changes = append(st.changes, "templates re-rendered")
+		}
+		if rerender && st.prevSnap != nil && (e.splits == nil || st.haveSplits) {
+			f := e.renderBuiltin(*st.prevSnap, st.splits, st.lastProblem)
+			st.builtin = &f
 		}
 		if (e.watcher != nil && st.builtin == nil) || (e.tmpl != nil && !st.haveTmpl) {
 			continue
@@ -137,8 +184,8 @@ func (e *Engine) loop(ctx context.Context, snaps chan catalog.Snapshot, tmplFile
 
 // renderBuiltin renders the built-in template and logs what was left out;
 // with seen, a problem is logged only the first time in a row it occurs.
-func (e *Engine) renderBuiltin(snap catalog.Snapshot, seen map[string]bool) File {
-	data, problems := e.builtin.Render(e.services, snap)
+func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]shift.Split, seen map[string]bool) File {
+	data, problems := e.builtin.RenderSplits(e.services, snap, splits)
 	now := map[string]bool{}
 	for _, p := range problems {
 		now[p.String()] = true
@@ -206,4 +253,22 @@ func diffInstances(before, after []catalog.Instance) (added, removed []string) {
 		}
 	}
 	return added, removed
+}
+
+// describeSplits lists the splits that changed, for the reload log line.
+func describeSplits(before, after map[string]shift.Split) []string {
+	var changes []string
+	for _, svc := range slices.Sorted(maps.Keys(after)) {
+		b, had := before[svc]
+		a := after[svc]
+		if !had || b.String() != a.String() {
+			changes = append(changes, fmt.Sprintf("shift %s: %s", svc, a))
+		}
+	}
+	for _, svc := range slices.Sorted(maps.Keys(before)) {
+		if _, ok := after[svc]; !ok {
+			changes = append(changes, fmt.Sprintf("shift %s: removed", svc))
+		}
+	}
+	return changes
 }
