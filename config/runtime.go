@@ -5,9 +5,15 @@ import (
 	"time"
 )
 
-// Wait folds Consul changes that arrive close together into one render:
-// a render happens once no change came for Min, and never later than Max
-// after the first change of a burst (like consul-template's wait).
+// Wait folds Consul changes that arrive close together into one nginx
+// reload: a reload happens once no change came for Min, and never later than
+// Max after the first change of a burst (like consul-template's wait).
+//
+// Defaults: Min 10ms is enough for changes made "at the same moment" (two
+// instances put into maintenance together reach lbctl within a few ms) while
+// keeping change-to-serving near 20ms. Max 250ms bounds the wait in a storm;
+// reloading more often is pointless anyway: nginx's master sleeps 100ms after
+// each reload before it acts on the next SIGHUP. See docs/reload.md.
 type Wait struct {
 	Min time.Duration `yaml:"min"`
 	Max time.Duration `yaml:"max"`
@@ -15,10 +21,10 @@ type Wait struct {
 
 func (w *Wait) setDefaults() {
 	if w.Min == 0 {
-		w.Min = 20 * time.Millisecond
+		w.Min = 10 * time.Millisecond
 	}
 	if w.Max == 0 {
-		w.Max = 4 * w.Min
+		w.Max = max(250*time.Millisecond, 4*w.Min)
 	}
 }
 

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/catalog"
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/reload"
+	"github.com/lbctl/lbctl/render"
+)
+
+// benchEnv is one Consul, two greeter backends, and two identical nginx:
+// one fed by lbctl, one by consul-template.
+type benchEnv struct {
+	consul    *testrig.Consul
+	backends  [2]*testrig.Greeter
+	lbctlAddr string
+	ctAddr    string
+	ctl       *reload.Controller
+}
+
+func setUp(ctx context.Context, tb *benchTB, o benchOptions) (*benchEnv, error) {
+	if _, err := os.Stat(o.consulTemplate); err != nil {
+		return nil, fmt.Errorf("consul-template: %w (run scripts/install-deps.sh)", err)
+	}
+	env := &benchEnv{consul: testrig.StartConsul(tb)}
+	env.backends = [2]*testrig.Greeter{testrig.StartGreeter(tb, "alpha", "v1"), testrig.StartGreeter(tb, "beta", "v2")}
+	if err := env.point(env.backends[0]); err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.DiscardHandler)
+	if o.verbose {
+		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if err := env.startLbctl(ctx, tb, log); err != nil {
+		return nil, err
+	}
+	if err := env.startConsulTemplate(ctx, tb, o); err != nil {
+		return nil, err
+	}
+	testrig.ExpectInstance(tb, env.lbctlAddr, "alpha", 10*time.Second)
+	testrig.ExpectInstance(tb, env.ctAddr, "alpha", 10*time.Second)
+	return env, nil
+}
+
+// point re-registers the one instance of "greeter" at backend g: one catalog write.
+func (e *benchEnv) point(g *testrig.Greeter) error {
+	reg := &api.AgentServiceRegistration{ID: "greeter-x", Name: "greeter", Address: "127.0.0.1", Port: g.Port}
+	if err := e.consul.Client.Agent().ServiceRegister(reg); err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	return nil
+}
+
+// startLbctl runs lbctl's pipeline exactly as `lbctl run` does: catalog watch,
+// built-in render engine, reload controller with the config's default wait.
+func (e *benchEnv) startLbctl(ctx context.Context, tb *benchTB, log *slog.Logger) error {
+	n := testrig.NewNginx(tb)
+	e.lbctlAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
+	cfg := &config.Config{
+		Services: []config.Service{{Name: "greeter", Listen: e.lbctlAddr}},
+		Nginx:    config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: filepath.Join(n.ConfD, "lbctl.conf")},
+	}
+	cfg.SetDefaults()
+	watcher := catalog.NewWatcher(e.consul.Client, render.Queries(cfg.Services), log)
+	engine := render.NewEngine(cfg, watcher, nil, nil, log)
+	e.ctl = reload.New(reload.Options{Nginx: cfg.Nginx, Wait: cfg.Wait, Log: log})
+	u, err := engine.Once(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := e.ctl.Apply(ctx, u); err != nil {
+		return err
+	}
+	n.Start()
+	updates := make(chan render.Update, 1)
+	go engine.Run(ctx, updates)
+	go e.ctl.Run(ctx, updates)
+	return nil
+}
+
+const ctTemplate = `upstream greeter_ct {
+{{- range service "greeter" }}
+    server {{ .Address }}:{{ .Port }};
+{{- end }}
+    keepalive 32;
+}
+server {
+    listen %s http2;
+    location / { grpc_pass grpc://greeter_ct; }
+}
+`
+
+// startConsulTemplate runs consul-template rendering the same kind of config
+// into a second nginx, with `nginx -s reload` as the template's command.
+func (e *benchEnv) startConsulTemplate(ctx context.Context, tb *benchTB, o benchOptions) error {
+	n := testrig.NewNginx(tb)
+	e.ctAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
+	tpl := filepath.Join(tb.TempDir(), "greeter.ctmpl")
+	if err := os.WriteFile(tpl, []byte(fmt.Sprintf(ctTemplate, e.ctAddr)), 0o644); err != nil {
+		return err
+	}
+	// nginx starts on what consul-template will render, so its first render
+	// is identical and runs no command.
+	first := strings.Replace(fmt.Sprintf(ctTemplate, e.ctAddr), `{{- range service "greeter" }}
+    server {{ .Address }}:{{ .Port }};
+{{- end }}`, "\n    server "+e.backends[0].Addr+";", 1)
+	dest := n.WriteConf("ct.conf", first)
+	n.Start()
+	reloadCmd := fmt.Sprintf("%s -p %s -c %s -s reload", n.Bin, n.Dir, n.MainConf)
+	cmd := exec.CommandContext(ctx, o.consulTemplate, "-consul-addr", e.consul.Addr, "-log-level", "err",
+		"-template", tpl+":"+dest+":"+reloadCmd)
+	cmd.Stdout, cmd.Stderr = io.Discard, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start consul-template: %w", err)
+	}
+	tb.Cleanup(func() { cmd.Process.Signal(syscall.SIGINT); cmd.Wait() })
+	return nil
+}
+
+// settle lets the previous round's old nginx workers finish, then paces the
+// rounds gap apart. The gap matters: after a reload nginx's master sleeps
+// 100 ms before it tells the old workers to quit, and a SIGHUP that arrives
+// during that sleep waits for it to end. Rounds closer than that would
+// measure nginx's sleep, not the pipelines.
+func (e *benchEnv) settle(gap time.Duration) {
+	testrig.Poll(2*time.Second, func() error {
+		if gens, _ := e.ctl.OldGenerations(); gens > 0 {
+			return fmt.Errorf("%d old generations", gens)
+		}
+		return nil
+	})
+	time.Sleep(gap) // pacing between rounds, not waiting for an event
+}
