@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -27,8 +26,9 @@ import (
 type registerOptions struct {
 	g *globalOptions
 	// reg is bound to the flags; only flags the user set are applied (see flagAppliers).
-	reg    config.Register
-	reason string
+	reg      config.Register
+	reason   string
+	stopWait time.Duration
 	// changed reports whether the user set a flag (cmd.Flags().Changed).
 	changed func(flag string) bool
 	// env is os.LookupEnv.
@@ -92,6 +92,7 @@ func (o *registerOptions) bindFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.reg.Drain.Mode, "drain", def.Drain.Mode, "on shutdown: maintenance or deregister")
 	f.DurationVar(&o.reg.Drain.Timeout, "drain-timeout", def.Drain.Timeout, "longest wait for load balancers to confirm the drain")
 	f.StringVar(&o.reason, "reason", "lbctl drain", "maintenance reason shown in Consul")
+	f.DurationVar(&o.stopWait, "stop-wait", 10*time.Second, "after the drain, how long the app has to exit after SIGTERM before SIGKILL")
 }
 
 // appArgs is the COMMAND ARGS after --; anything else positional is a usage error.
@@ -126,7 +127,8 @@ func runRegister(ctx context.Context, o *registerOptions, app []string) error {
 	if err != nil {
 		return err
 	}
-	s := &registerSession{client: client, r: registrar.New(client, svc, log), drain: reg.Drain, reason: o.reason, log: log}
+	s := &registerSession{client: client, r: registrar.New(client, svc, log), drain: reg.Drain, reason: o.reason,
+		stopWait: o.stopWait, log: log}
 	if len(app) == 0 {
 		return s.keepRegistered(ctx)
 	}
@@ -255,11 +257,12 @@ func splitTags(s string) []string {
 // registerSession is one `lbctl register` run: the registrar, the drain
 // settings, and how long the shutdown steps may take.
 type registerSession struct {
-	client *api.Client
-	r      *registrar.Registrar
-	drain  config.RegisterDrain
-	reason string
-	log    *slog.Logger
+	client   *api.Client
+	r        *registrar.Registrar
+	drain    config.RegisterDrain
+	reason   string
+	stopWait time.Duration
+	log      *slog.Logger
 }
 
 // stopGrace bounds the last steps of a shutdown that run after ctx ended
@@ -280,7 +283,7 @@ func (s *registerSession) keepRegistered(ctx context.Context) error {
 // drains, stops the app, waits for it, deregisters and exits with its code.
 // An app that exits on its own is deregistered and its code returned.
 func (s *registerSession) superviseApp(ctx context.Context, argv []string) error {
-	app, err := startApp(argv)
+	app, err := startApp(argv, s.stopWait, s.log)
 	if err != nil {
 		return err
 	}
@@ -307,15 +310,15 @@ func (s *registerSession) superviseApp(ctx context.Context, argv []string) error
 	if registered && !isClosed(app.Done()) {
 		s.drainNow(stopCtx)
 	}
-	s.stopApp(app)
+	s.stopApp(stopCtx, app)
 	if registered {
 		if err := s.deregister(stopCtx); err != nil {
 			s.log.Error("deregistering failed", "err", err)
 		}
 	}
 	code := app.ExitCode()
-	if runErr != nil {
-		return &exitError{code: max(code, 1), err: runErr}
+	if err := errors.Join(runErr, app.StartError()); err != nil {
+		return &exitError{code: max(code, 1), err: err}
 	}
 	return &exitError{code: code}
 }
@@ -359,15 +362,11 @@ func (s *registerSession) appListening(ctx context.Context) error {
 	return conn.Close()
 }
 
-// stopApp sends the app SIGTERM (unless it has exited) and waits for it.
-func (s *registerSession) stopApp(app *appProcess) {
-	if isClosed(app.Done()) {
-		return
-	}
-	if err := app.Signal(syscall.SIGTERM); err != nil {
+// stopApp sends the app SIGTERM (SIGKILL after --stop-wait) and waits for it.
+func (s *registerSession) stopApp(ctx context.Context, app *appProcess) {
+	if err := app.Stop(ctx); err != nil {
 		s.log.Error("stopping the app failed", "err", err)
 	}
-	<-app.Done()
 	s.log.Info("app exited", "code", app.ExitCode())
 }
 

@@ -1,59 +1,121 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"syscall"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/supervisor"
 )
 
-// appProcess is the app that `lbctl register -- COMMAND ARGS…` runs. It is a
-// plain os/exec child in its own process group until the supervisor package
-// can take over: startApp and these three methods are all register uses.
+// appName is the supervised app's program name (its output lines are prefixed with it).
+const appName = "app"
+
+// appProcess is the app that `lbctl register -- COMMAND ARGS…` runs, as the
+// one program of a supervisor (the same code as lbctl run's programs): its
+// own process group, never restarted, stopped with SIGTERM and, after
+// stopWait, SIGKILL to the group.
 type appProcess struct {
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error // Wait's error, set before done is closed
+	sup    *supervisor.Supervisor
+	cancel context.CancelFunc
+	done   chan struct{} // closed once the app has exited and its exit is recorded
+
+	stopOnce sync.Once
+	stopErr  error
+	mu       sync.Mutex
+	exit     *supervisor.Exit
 }
 
-// startApp starts argv with lbctl's stdout, stderr and environment, in its own
-// process group, killed if lbctl dies.
-func startApp(argv []string) (*appProcess, error) {
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+// startApp starts argv under a supervisor.
+func startApp(argv []string, stopWait time.Duration, log *slog.Logger) (*appProcess, error) {
+	prog := supervisor.Program{
+		Name: appName, Command: argv, Autostart: true, Autorestart: supervisor.RestartNever,
+		StartSecs: 0, StartRetries: 0, Essential: true, StopWait: stopWait,
+	}
+	prog.Defaults()
+	sup, err := supervisor.New([]supervisor.Program{prog}, supervisor.Options{Logger: log})
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	a := &appProcess{cmd: cmd, done: make(chan struct{})}
-	go func() { a.err = cmd.Wait(); close(a.done) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	a := &appProcess{sup: sup, cancel: cancel, done: make(chan struct{})}
+	go a.supervise(ctx)
 	return a, nil
+}
+
+// supervise runs the supervisor. It returns when the app exits on its own
+// (an essential program: Run reports its exit) or when Stop cancels ctx.
+func (a *appProcess) supervise(ctx context.Context) {
+	err := a.sup.Run(ctx)
+	var ee *supervisor.EssentialError
+	if errors.As(err, &ee) {
+		a.recordExit(ee.Exit)
+	}
+	close(a.done)
+}
+
+func (a *appProcess) recordExit(e *supervisor.Exit) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.exit == nil {
+		a.exit = e
+	}
 }
 
 // Done is closed when the app has exited.
 func (a *appProcess) Done() <-chan struct{} { return a.done }
 
-// Signal sends sig to the app's process group.
-func (a *appProcess) Signal(sig syscall.Signal) error {
-	if err := syscall.Kill(-a.cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("signal app: %w", err)
-	}
-	return nil
+// Stop sends the app SIGTERM (SIGKILL to its group after stopWait), waits
+// for it to exit and ends its supervisor. An app that already exited is left be.
+func (a *appProcess) Stop(ctx context.Context) error {
+	a.stopOnce.Do(func() {
+		select {
+		case <-a.done:
+			return
+		default:
+		}
+		if err := a.sup.Stop(ctx, appName); err != nil {
+			a.stopErr = fmt.Errorf("stop the app: %w", err)
+		}
+		if st, err := a.sup.StatusOf(appName); err == nil {
+			a.recordExit(st.LastExit)
+		}
+		a.cancel()
+		<-a.done
+	})
+	return a.stopErr
 }
 
-// ExitCode is the app's exit code once Done is closed: its own code, or
-// 128+N when signal N killed it.
+// ExitCode is the app's exit code once Done is closed: its own code, 128+N
+// when signal N killed it, 127 when it could not be started, 1 when unknown.
 func (a *appProcess) ExitCode() int {
-	var ee *exec.ExitError
-	if !errors.As(a.err, &ee) {
-		if a.err != nil {
-			return 1
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e := a.exit
+	switch {
+	case e == nil:
+		return 1
+	case e.Err != "":
+		return 127
+	case e.Signal != "":
+		if sig, err := config.ParseSignal(e.Signal); err == nil {
+			return 128 + int(sig)
 		}
-		return 0
+		return 1
 	}
-	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return 128 + int(ws.Signal())
+	return e.Code
+}
+
+// StartError says why the app could not be started, if that is how it ended.
+func (a *appProcess) StartError() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.exit == nil || a.exit.Err == "" {
+		return nil
 	}
-	return ee.ExitCode()
+	return fmt.Errorf("start the app: %s", a.exit.Err)
 }

@@ -379,3 +379,12 @@ func TestMaintAndDeregisterCommands(t *testing.T) {
 		t.Fatal("maint on an unknown instance succeeded")
 	}
 }
+
+func TestAppThatCannotStartExits127(t *testing.T) {
+	c := testrig.StartConsul(t)
+	o, _ := parsedRegisterOptions(t, c.Addr, nil, "--name", "greeter", "--port", "7000", "--address", "127.0.0.1")
+	err := runRegister(context.Background(), o, []string{filepath.Join(t.TempDir(), "no-such-app")})
+	if exitCode(err) != 127 || !strings.Contains(err.Error(), "start the app") {
+		t.Fatalf("err %v (exit %d), want exit 127 saying the app could not start", err, exitCode(err))
+	}
+}
