@@ -1,0 +1,292 @@
+// Package e2etest runs lbctl shift end to end: a real Consul, a real nginx
+// reloaded by the reload controller from the render engine following KV
+// splits, an access-log collector publishing call counts, real gRPC greeter
+// backends, and load through nginx the whole time.
+package e2etest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/lbctl/lbctl/accesslog"
+	"github.com/lbctl/lbctl/catalog"
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/greeter"
+	"github.com/lbctl/lbctl/internal/faultygreeter"
+	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/loadgen"
+	"github.com/lbctl/lbctl/reload"
+	"github.com/lbctl/lbctl/render"
+	"github.com/lbctl/lbctl/shift"
+)
+
+// Test timing: short holds keep the test fast; nothing asserts on time.
+const (
+	interval = 300 * time.Millisecond
+	poll     = 50 * time.Millisecond
+	// sample is how many calls measure a step's proportions; tolerance is
+	// how far (in percentage points) the measured share of green may be from
+	// the split: nginx's weighted round robin is exact per worker, and the
+	// sample interleaves with the background load, so the sample's share
+	// varies by a few points (3 sigma at 10% of 400 calls is 4.5 points).
+	sample    = 400
+	tolerance = 6.0
+)
+
+func testLog() *slog.Logger {
+	if os.Getenv("LBCTL_E2E_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// lb is what `lbctl run` does for a shift: render engine following splits →
+// reload controller → nginx, and the access-log collector publishing counts.
+type lb struct {
+	addr string
+	live atomic.Pointer[string] // the built-in file nginx is confirmed to serve
+}
+
+func startLB(t *testing.T, c *testrig.Consul, n *testrig.Nginx, log *slog.Logger) *lb {
+	t.Helper()
+	port := testrig.FreePort(t)
+	accessLog := filepath.Join(n.Dir, "grpc-access.log")
+	src := fmt.Sprintf("consul: {address: %q}\nnginx: {binary: %q, config: %q, prefix: %q, pid_file: %q, services_conf: %q}\n"+
+		"services:\n  - {name: greeter, tag: blue, listen: '127.0.0.1:%d', shift: true, access_log: %s}\n",
+		c.Addr, n.Bin, n.MainConf, n.Dir, n.PIDFile, filepath.Join(n.ConfD, "lbctl.conf"), port, accessLog)
+	cfg, err := config.Parse("lbctl.yaml", []byte(src), config.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	engine := render.NewEngine(cfg, catalog.NewWatcher(c.Client, render.Queries(cfg.Services), log), nil, nil, log)
+	engine.FollowSplits(shift.NewWatcher(c.Client, log))
+	ctl := reload.New(reload.Options{Nginx: cfg.Nginx, Log: log, MasterPID: func() (int, error) {
+		if pid := n.PID(); pid != 0 {
+			return pid, nil
+		}
+		return 0, reload.ErrNoMaster
+	}})
+	l := &lb{addr: testrig.LoopbackAddr(port)}
+	ctx, cancel := context.WithCancel(context.Background())
+	first, err := engine.Once(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ctl.Apply(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	collector := &accesslog.Collector{Client: c.Client, LB: "lb-1", Paths: []string{accessLog},
+		Queries: render.Queries(cfg.Services), Poll: 20 * time.Millisecond, Period: 50 * time.Millisecond, Log: log}
+	updates := make(chan render.Update, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() { engine.Run(ctx, updates) })
+	wg.Go(func() { l.apply(ctx, t, ctl, updates) })
+	wg.Go(func() { collector.Run(ctx) })
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return l
+}
+
+func (l *lb) apply(ctx context.Context, t *testing.T, ctl *reload.Controller, updates chan render.Update) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-updates:
+			if _, err := ctl.Apply(ctx, u); err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("apply: %v", err)
+				}
+				continue
+			}
+			live := string(u.Files[0].Data)
+			l.live.Store(&live)
+		}
+	}
+}
+
+// waitServing waits until nginx is confirmed to serve a config containing s.
+func (l *lb) waitServing(t *testing.T, s string) {
+	t.Helper()
+	testrig.WaitFor(t, 20*time.Second, "nginx to serve "+s, func() error {
+		if live := l.live.Load(); live == nil || !strings.Contains(*live, s) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+}
+
+// measure makes n calls on a fresh connection and counts them by version.
+func (l *lb) measure(t *testing.T, n int) (byVersion map[string]int, failed int) {
+	t.Helper()
+	conn, client, err := greeter.Dial(l.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	byVersion = map[string]int{}
+	for range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		reply, err := greeter.Hello(ctx, client, "measure")
+		cancel()
+		if err != nil {
+			failed++
+			continue
+		}
+		byVersion[reply.GetVersion()]++
+	}
+	return byVersion, failed
+}
+
+func splitLine(s shift.Split, state shift.State) string {
+	return fmt.Sprintf("(%s): blue %d%%, green %d%%", state, s.FromPercent(), s.ToPercent())
+}
+
+// stepMeter is a gate that, when a step begins, waits for nginx to serve the
+// step's split and measures the proportions it serves.
+type stepMeter struct {
+	t       *testing.T
+	lb      *lb
+	current shift.Split
+	steps   []measured
+	failed  int
+}
+
+type measured struct {
+	toPercent int
+	green     float64
+}
+
+func (m *stepMeter) Name() string { return "test-meter" }
+func (m *stepMeter) Begin(ctx context.Context) error {
+	m.lb.waitServing(m.t, splitLine(m.current, shift.Running))
+	got, failed := m.lb.measure(m.t, sample)
+	m.failed += failed
+	m.steps = append(m.steps, measured{m.current.ToPercent(), 100 * float64(got["v2"]) / float64(got["v1"]+got["v2"])})
+	return nil
+}
+func (m *stepMeter) Check(ctx context.Context, final bool) (shift.Verdict, error) {
+	return shift.Verdict{Gate: m.Name(), Pass: true}, nil
+}
+
+type fixture struct {
+	c     *testrig.Consul
+	lb    *lb
+	green *faultygreeter.Server
+	load  *loadgen.Gen
+	stop  func() loadgen.Report
+}
+
+// newFixture: two blue v1 instances, one green v2 instance failing every
+// failEvery-th call, an LB, and four clients of load through it.
+func newFixture(t *testing.T, failEvery int) *fixture {
+	log := testLog()
+	c := testrig.StartConsul(t)
+	for _, name := range []string{"blue1", "blue2"} {
+		g := testrig.StartGreeter(t, name, "v1")
+		c.Register(g.Registration("greeter", "blue"))
+	}
+	green := faultygreeter.Start(t, "green1", "v2", failEvery, codes.Internal)
+	c.Register(green.Registration("greeter", "green"))
+	l := startLB(t, c, testrig.NewNginx(t), log)
+	testrig.ExpectInstance(t, l.addr, "blue1", 10*time.Second)
+
+	gen, err := loadgen.New(loadgen.Options{Target: l.addr, Clients: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan loadgen.Report, 1)
+	go func() { r, _ := gen.Run(ctx); done <- r }()
+	var once sync.Once
+	var report loadgen.Report
+	stop := func() loadgen.Report { once.Do(func() { cancel(); report = <-done }); return report }
+	t.Cleanup(func() { stop() })
+	return &fixture{c: c, lb: l, green: green, load: gen, stop: stop}
+}
+
+func (f *fixture) plan() shift.Plan {
+	return shift.Plan{Service: "greeter", From: "blue", To: "green", Steps: []int{10, 50, 100}, Interval: interval, Poll: poll}
+}
+
+func TestShiftServesEachStepsProportionsWithoutFailedCalls(t *testing.T) {
+	f := newFixture(t, 0)
+	meter := &stepMeter{t: t, lb: f.lb}
+	final, err := shift.Shift(context.Background(), f.c.Client, f.plan(), shift.Options{
+		MaxErrorRate: 0.01, MinCalls: 10, ExtraGates: []shift.Gate{meter},
+		OnEvent: func(e shift.Event) {
+			if e.Kind == shift.StepStarted {
+				meter.current = e.Split
+			}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.State != shift.Done || final.ToPercent() != 100 {
+		t.Fatalf("final split %s", final)
+	}
+	f.lb.waitServing(t, splitLine(final, shift.Done))
+	report := f.stop()
+	for _, m := range meter.steps {
+		t.Logf("step %3d%%: green served %.1f%% of %d calls", m.toPercent, m.green, sample)
+		if d := m.green - float64(m.toPercent); d > tolerance || d < -tolerance || (m.toPercent == 100 && m.green != 100) {
+			t.Errorf("step %d%%: green served %.1f%% (tolerance %.0f points; exactly 100 at 100)", m.toPercent, m.green, tolerance)
+		}
+	}
+	if len(meter.steps) != 3 {
+		t.Errorf("measured %d steps, want 3", len(meter.steps))
+	}
+	t.Logf("load: %d calls, %d failed, by instance %v", report.Calls, report.Failures, report.ByInstance)
+	if report.Failures != 0 || meter.failed != 0 || report.Calls == 0 {
+		t.Fatalf("failed calls: load %d %v, measuring %d", report.Failures, report.Errors, meter.failed)
+	}
+}
+
+func TestBadGreenRollsBackToBlue(t *testing.T) {
+	f := newFixture(t, 4) // green fails a quarter of its calls
+	var steps []int
+	_, err := shift.Shift(context.Background(), f.c.Client, f.plan(), shift.Options{
+		MaxErrorRate: 0.01, MinCalls: 10,
+		OnEvent: func(e shift.Event) {
+			if e.Kind == shift.StepStarted {
+				steps = append(steps, e.Split.ToPercent())
+			}
+		},
+	})
+	if !errors.Is(err, shift.ErrRolledBack) || !strings.Contains(err.Error(), "gate error-rate failed") {
+		t.Fatalf("err = %v, want a rollback by the error-rate gate", err)
+	}
+	t.Logf("steps started %v; %v", steps, err)
+	stored, _, lerr := shift.NewKV(f.c.Client).Load(context.Background(), "greeter")
+	if lerr != nil || stored.State != shift.RolledBack || stored.FromPercent() != 100 || !strings.Contains(stored.Reason, "error-rate") {
+		t.Fatalf("KV holds %+v (%v), want all on blue, rolled back, with the reason", stored, lerr)
+	}
+	f.lb.waitServing(t, splitLine(stored, shift.RolledBack))
+	got, failed := f.lb.measure(t, 200)
+	if got["v1"] != 200 || failed != 0 {
+		t.Fatalf("after the rollback: %v, %d failed; want all 200 on blue", got, failed)
+	}
+	report := f.stop()
+	t.Logf("load: %d calls, %d failed %v; green failed %d on purpose", report.Calls, report.Failures, report.Errors, f.green.Failed())
+	for what, n := range report.Errors {
+		if !strings.HasPrefix(what, "Internal: green1 fails on purpose") {
+			t.Errorf("%d calls failed with %q: not the bad version's own failure", n, what)
+		}
+	}
+	if report.Failures != f.green.Failed() {
+		t.Errorf("%d calls failed, green failed %d: failures beyond the bad version's own", report.Failures, f.green.Failed())
+	}
+}
