@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/render"
 )
 
@@ -48,7 +49,7 @@ func TestCoalescerCapsTheWaitAtMax(t *testing.T) {
 
 // A burst of 50 changes over 100ms, taken whenever due, gives 2 applies
 // with the default wait (min 20ms, max 80ms).
-func TestBurstOf50Gives2Applies(t *testing.T) {
+func TestBurstOf50With20And80msWaitGives2Applies(t *testing.T) {
 	c := &coalescer{min: 20 * time.Millisecond, max: 80 * time.Millisecond}
 	applies := 0
 	for now := 0; now <= 300; now++ {
@@ -62,5 +63,24 @@ func TestBurstOf50Gives2Applies(t *testing.T) {
 	}
 	if applies != 2 {
 		t.Fatalf("%d applies, want 2", applies)
+	}
+}
+
+func TestBurstWithDefaultWaitGivesOneApply(t *testing.T) {
+	var cfg config.Config
+	cfg.SetDefaults()
+	c := &coalescer{min: cfg.Wait.Min, max: cfg.Wait.Max}
+	applies := 0
+	for now := 0; now <= 500; now++ {
+		if now < 100 && now%2 == 0 {
+			c.add(numbered(now), ms(now))
+		}
+		if at, ok := c.due(); ok && !at.After(ms(now)) {
+			c.take()
+			applies++
+		}
+	}
+	if applies != 1 {
+		t.Fatalf("%d applies, want 1", applies)
 	}
 }

@@ -75,6 +75,7 @@ type Controller struct {
 	m        *metrics.Metrics
 	clock    Clock
 	validate *validator
+	pre      *prevalidator
 	gens     *generations
 
 	mu      sync.Mutex // serializes Apply
@@ -103,10 +104,11 @@ func New(opts Options) *Controller {
 	w.SetDefaults()
 	opts.Wait = w.Wait
 	log := opts.Log.With("component", "reload")
+	v := newValidator(opts.Nginx.Binary, opts.Nginx.Config, opts.Nginx.Prefix)
 	return &Controller{
-		opts: opts, log: log, m: opts.Metrics, clock: opts.Clock,
-		validate: newValidator(opts.Nginx.Binary, opts.Nginx.Config, opts.Nginx.Prefix),
-		gens:     &generations{m: opts.Metrics, log: log, now: opts.Clock.Now},
+		opts: opts, log: log, m: opts.Metrics, clock: opts.Clock, validate: v,
+		pre:  &prevalidator{v: v},
+		gens: &generations{m: opts.Metrics, log: log, now: opts.Clock.Now},
 	}
 }
 
@@ -130,8 +132,10 @@ type Result struct {
 	Index uint64
 	// Changed lists the live paths whose bytes changed.
 	Changed []string
-	// Validate, Swap and Confirm are how long each step took.
+	// Validate, Swap and Confirm are how long each step took; Validate is
+	// only the part not already done in the background (Prevalidated).
 	Validate, Swap, Confirm time.Duration
+	Prevalidated            bool
 	// OldWorkers and NewWorkers are the pids of the replaced and new generation.
 	OldWorkers, NewWorkers []int
 }
@@ -164,7 +168,10 @@ func (c *Controller) apply(ctx context.Context, u render.Update) (Result, error)
 		return res, nil
 	}
 	t := time.Now()
-	err = c.validate.validate(ctx, changed)
+	err, res.Prevalidated = c.pre.result(ctx, changed)
+	if !res.Prevalidated {
+		err = c.validate.validate(ctx, changed)
+	}
 	res.Validate = time.Since(t)
 	if err != nil {
 		res.Outcome = Rejected
@@ -240,7 +247,7 @@ func (c *Controller) record(u render.Update, res Result, err error) {
 		msg = "files written; no nginx running to reload"
 	}
 	gens, workers := c.gens.sweep()
-	c.log.Info(msg, append(attrs, "changes", u.Changes, "validate", res.Validate, "swap", res.Swap,
+	c.log.Info(msg, append(attrs, "changes", u.Changes, "validate", res.Validate, "prevalidated", res.Prevalidated, "swap", res.Swap,
 		"confirm", res.Confirm, "old_workers", res.OldWorkers, "new_workers", res.NewWorkers,
 		"old_generations_alive", gens, "old_workers_alive", workers)...)
 	c.notifyApplied(u.Index)

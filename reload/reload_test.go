@@ -262,3 +262,39 @@ func waitCalls(t *testing.T, l *runningLoad, n int64) {
 		return nil
 	})
 }
+
+func TestRunRejectsBadRenderAndAppliesTheNextGoodOne(t *testing.T) {
+	n := testrig.NewNginx(t)
+	g := testrig.StartGreeter(t, "alpha", "v1")
+	addr := testrig.LoopbackAddr(testrig.FreePort(t))
+	good := "upstream u { server " + g.Addr + "; }\nserver { listen " + addr + " http2; location / { grpc_pass grpc://u; } }\n"
+	dest := n.WriteConf("lbctl.conf", good)
+	n.Start()
+	r := &rig{t: t, nginx: n, dest: dest}
+	r.m = newMetrics()
+	r.ctl = New(Options{Nginx: nginxConfig(n), Metrics: r.m, Log: testLogger(t)})
+	updates := make(chan render.Update, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.ctl.Run(ctx, updates) }()
+	defer func() { cancel(); <-done }()
+
+	updates <- update(dest, good+"bogus_directive on;\n", "templates/x.ctmpl")
+	testrig.WaitFor(t, 10*time.Second, "the rejection to be counted", func() error {
+		if counter(r.m.ValidationFailures.WithLabelValues("templates/x.ctmpl")) != 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if live, _ := os.ReadFile(dest); string(live) != good {
+		t.Fatalf("live file changed:\n%s", live)
+	}
+	updates <- update(dest, good+"# next good render\n", "templates/x.ctmpl")
+	testrig.WaitFor(t, 10*time.Second, "the good render to be applied", func() error {
+		if r.reloads(Applied) != 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	testrig.ExpectInstance(t, addr, "alpha", 5*time.Second)
+}

@@ -156,3 +156,5 @@ func testLogger(t *testing.T) *slog.Logger {
 func nginxConfig(n *testrig.Nginx) config.Nginx {
 	return config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile}
 }
+
+func newMetrics() *metrics.Metrics { return metrics.New(prometheus.NewRegistry()) }

@@ -12,12 +12,14 @@ const sweepEvery = 250 * time.Millisecond
 
 // Run applies updates until ctx ends, coalescing them with Options.Wait:
 // a burst is applied once no update came for Wait.Min, and never later than
-// Wait.Max after its first update. Updates that arrive while a reload runs
+// Wait.Max after its first update. Each update is validated in the
+// background as it arrives, so the wait and nginx -t overlap. Updates that arrive while a reload runs
 // wait in the channel (give it capacity 1 with latest-wins sends) and are
 // folded into the next one. Failed applies are logged and counted; the next
 // update is tried as usual. Run returns nil when ctx ends.
 func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) error {
 	co := &coalescer{min: c.opts.Wait.Min, max: c.opts.Wait.Max}
+	defer c.pre.wait()
 	sweep := c.clock.After(sweepEvery)
 	for {
 		var fire <-chan time.Time
@@ -34,6 +36,7 @@ func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) erro
 			}
 			c.m.Renders.Inc()
 			co.add(u, c.clock.Now())
+			c.pre.start(ctx, u)
 		case <-fire:
 			c.Apply(ctx, co.take()) // logged and counted by Apply
 		case <-sweep:

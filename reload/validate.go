@@ -81,7 +81,12 @@ func (v *validator) validate(ctx context.Context, files []render.File) error {
 	if err != nil {
 		return err
 	}
-	mainShadow := filepath.Join(filepath.Dir(v.main), "."+filepath.Base(v.main)+".lbctl-check-"+strconv.Itoa(os.Getpid()))
+	f, err := os.CreateTemp(filepath.Dir(v.main), "."+filepath.Base(v.main)+".lbctl-check-*")
+	if err != nil {
+		return fmt.Errorf("validate: %w", err)
+	}
+	f.Close()
+	mainShadow := f.Name()
 	defer os.Remove(mainShadow)
 	n := 0
 	s := &shadower{confDir: filepath.Dir(v.main), replaced: replaced, written: map[string]string{},
