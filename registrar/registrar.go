@@ -183,12 +183,17 @@ func (r *Registrar) sendHeartbeat(ctx context.Context) {
 	}
 }
 
-// Deregister removes the instance from the agent (and so from Consul).
+// Deregister removes the instance from the agent (and so from Consul). An
+// instance the agent does not have is already deregistered: not an error.
 func (r *Registrar) Deregister(ctx context.Context) error {
-	return Deregister(ctx, r.client, r.svc.ID)
+	if err := Deregister(ctx, r.client, r.svc.ID); err != nil && !isNotFound(err) {
+		return err
+	}
+	return nil
 }
 
-// Deregister removes instance id from the agent client talks to.
+// Deregister removes instance id from the agent client talks to; an unknown
+// id is an error (a 404 api.StatusError).
 func Deregister(ctx context.Context, client *api.Client, id string) error {
 	if err := client.Agent().ServiceDeregisterOpts(id, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("deregister %s: %w", id, err)

@@ -388,3 +388,31 @@ func TestAppThatCannotStartExits127(t *testing.T) {
 		t.Fatalf("err %v (exit %d), want exit 127 saying the app could not start", err, exitCode(err))
 	}
 }
+
+func TestRegisterWithoutAppKeepsItUntilSIGTERMThenDrainsAndDeregisters(t *testing.T) {
+	c := testrig.StartConsul(t)
+	g := testrig.StartGreeter(t, "blue-1", "v1")
+	o, logs := parsedRegisterOptions(t, c.Addr, nil, "--name", "greeter", "--port", fmt.Sprint(g.Port),
+		"--address", "127.0.0.1", "--check", "tcp", "--drain", "deregister")
+	id := fmt.Sprintf("greeter-box1-%d", g.Port)
+	ctx, sigterm := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- runRegister(ctx, o, nil) }()
+	testrig.WaitFor(t, 10*time.Second, "the tcp check to pass", func() error {
+		entries, _, err := c.Client.Health().Service("greeter", "", true, nil)
+		if err == nil && len(entries) != 1 {
+			return fmt.Errorf("%d passing", len(entries))
+		}
+		return err
+	})
+	sigterm()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Client.Agent().Service(id, nil); err == nil {
+		t.Fatal("still registered after SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "drained: every load balancer confirmed") {
+		t.Fatal("no drain logged")
+	}
+}
