@@ -15,6 +15,11 @@ type Nginx struct {
 	// ServicesConf is where the built-in template writes the `services` config;
 	// the main config must include it.
 	ServicesConf string `yaml:"services_conf"`
+	// ErrorLog is the file the main config's error_log writes to, if any.
+	// After each SIGHUP lbctl reads what nginx appended, so that a config
+	// nginx -t passed but the master refused (a listen address already in
+	// use) fails at once instead of at the confirm timeout.
+	ErrorLog string `yaml:"error_log"`
 }
 
 func (n *Nginx) setDefaults() {

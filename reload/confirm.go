@@ -25,7 +25,10 @@ const confirmPoll = time.Millisecond
 // send, which cuts that window short. The master's own SIGQUIT then finds
 // them already shutting down; the listening sockets stay open in the master
 // and the new workers, so no connection is refused.
-func reloadAndConfirm(ctx context.Context, master int, waitForMaster bool) (old, fresh []proc, err error) {
+//
+// errorLog, when it names nginx's error log, is read while waiting: an
+// [emerg] logged after the SIGHUP means the master refused the config.
+func reloadAndConfirm(ctx context.Context, master int, waitForMaster bool, errorLog string) (old, fresh []proc, err error) {
 	before, err := children(master)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list nginx workers: %w", err)
@@ -37,6 +40,7 @@ func reloadAndConfirm(ctx context.Context, master int, waitForMaster bool) (old,
 			old = append(old, p)
 		}
 	}
+	elog := openErrorLog(errorLog)
 	if err := syscall.Kill(master, syscall.SIGHUP); err != nil {
 		return nil, nil, fmt.Errorf("signal nginx master %d: %w", master, err)
 	}
@@ -50,6 +54,11 @@ func reloadAndConfirm(ctx context.Context, master int, waitForMaster bool) (old,
 		}
 		if len(fresh) > 0 && allStopped(old) {
 			return old, fresh, nil
+		}
+		if len(fresh) == 0 {
+			if err := elog.refusal(); err != nil {
+				return old, nil, err
+			}
 		}
 		if !hurried && len(fresh) >= max(1, len(old)) {
 			quit(old)

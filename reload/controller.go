@@ -119,7 +119,7 @@ type Outcome string
 const (
 	Applied   Outcome = metrics.OutcomeApplied   // nginx confirmed serving the new files
 	Unchanged Outcome = metrics.OutcomeUnchanged // bytes already live: nothing done
-	Rejected  Outcome = metrics.OutcomeRejected  // nginx -t refused the candidate; live files kept
+	Rejected  Outcome = metrics.OutcomeRejected  // nginx -t (or the master, at reload) refused it; live files kept or restored
 	TimedOut  Outcome = metrics.OutcomeTimedOut  // signalled, not confirmed; previous files restored
 	Failed    Outcome = metrics.OutcomeFailed    // could not write, or signal
 	Written   Outcome = metrics.OutcomeWritten   // files swapped; no nginx running to signal
@@ -143,7 +143,8 @@ type Result struct {
 // Apply takes one update through validate, swap, signal and confirm, now.
 // It is what `lbctl render --once` uses; Run uses it after coalescing. The
 // error is a *ValidationError (errors.Is ErrRejected), wraps ErrNotConfirmed,
-// or says what failed.
+// wraps ErrRefused (the nginx master refused a config nginx -t passed; the
+// live files are restored), or says what failed.
 func (c *Controller) Apply(ctx context.Context, u render.Update) (Result, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -203,19 +204,26 @@ func (c *Controller) signal(ctx context.Context, res Result, previous []prior) (
 	t := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, c.opts.ConfirmTimeout)
 	defer cancel()
-	old, fresh, err := reloadAndConfirm(cctx, master, c.opts.WaitForMaster)
+	old, fresh, err := reloadAndConfirm(cctx, master, c.opts.WaitForMaster, c.opts.Nginx.ErrorLog)
 	res.Confirm = time.Since(t)
 	res.OldWorkers, res.NewWorkers = pids(old), pids(fresh)
 	if err != nil {
-		res.Outcome = TimedOut
-		if !errors.Is(err, ErrNotConfirmed) {
-			res.Outcome = Failed
-		}
+		res.Outcome = outcomeOf(err)
 		return res, errors.Join(err, restore(previous))
 	}
 	c.gens.add(old, c.clock.Now())
 	res.Outcome = Applied
 	return res, nil
+}
+
+func outcomeOf(err error) Outcome {
+	switch {
+	case errors.Is(err, ErrRefused):
+		return Rejected
+	case errors.Is(err, ErrNotConfirmed):
+		return TimedOut
+	}
+	return Failed
 }
 
 // record logs one line per apply and updates metrics and health.
@@ -264,6 +272,9 @@ func (c *Controller) countRejection(err error) {
 	var ve *ValidationError
 	if errors.As(err, &ve) && ve.Source != "" {
 		source = ve.Source
+	}
+	if errors.Is(err, ErrRefused) {
+		source = "nginx-reload"
 	}
 	c.m.ValidationFailures.WithLabelValues(source).Inc()
 }

@@ -298,3 +298,32 @@ func TestRunRejectsBadRenderAndAppliesTheNextGoodOne(t *testing.T) {
 	})
 	testrig.ExpectInstance(t, addr, "alpha", 5*time.Second)
 }
+
+func TestReloadRefusedByNginxIsRejectedFastAndRolledBack(t *testing.T) {
+	n := testrig.NewNginx(t)
+	g := testrig.StartGreeter(t, "alpha", "v1")
+	addr := testrig.LoopbackAddr(testrig.FreePort(t))
+	good := "upstream u { server " + g.Addr + "; }\nserver { listen " + addr + " http2; location / { grpc_pass grpc://u; } }\n"
+	dest := n.WriteConf("lbctl.conf", good)
+	n.Start()
+	cfg := nginxConfig(n)
+	cfg.ErrorLog = n.ErrorLog
+	ctl := New(Options{Nginx: cfg, Log: testLogger(t)})
+
+	// nginx -t does not bind, so a listen address someone else holds passes
+	// validation and fails only when the master applies the config.
+	taken := testrig.StartGreeter(t, "squatter", "v1")
+	bad := good + "server { listen " + taken.Addr + " http2; location / { grpc_pass grpc://u; } }\n"
+	start := time.Now()
+	res, err := ctl.Apply(context.Background(), update(dest, bad, "builtin"))
+	if res.Outcome != Rejected || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "Address already in use") {
+		t.Fatalf("got %+v, %v; want the master's refusal", res, err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("refusal took %s: it should not wait for the confirm timeout", took)
+	}
+	if live, _ := os.ReadFile(dest); string(live) != good {
+		t.Fatalf("live file not restored:\n%s", live)
+	}
+	testrig.ExpectInstance(t, addr, "alpha", 5*time.Second)
+}
