@@ -154,7 +154,11 @@ func testLogger(t *testing.T) *slog.Logger {
 }
 
 func nginxConfig(n *testrig.Nginx) config.Nginx {
-	return config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile}
+	return nginxConfigOf(n.Bin, n.MainConf, n.Dir, n.PIDFile)
+}
+
+func nginxConfigOf(bin, main, prefix, pidFile string) config.Nginx {
+	return config.Nginx{Binary: bin, Config: main, Prefix: prefix, PIDFile: pidFile}
 }
 
 func newMetrics() *metrics.Metrics { return metrics.New(prometheus.NewRegistry()) }
