@@ -63,7 +63,8 @@ type Plan struct {
 	Steps []int
 	// Interval is how long each step holds before its gates decide.
 	Interval time.Duration
-	// Poll is how often gates and the split's key are checked during a hold.
+	// Poll is how often gates and the split's key are checked during a hold
+	// (default: a tenth of Interval, within 100ms-1s).
 	Poll time.Duration
 	// Holder names who runs the shift ("alice@host pid 42"), recorded in KV.
 	Holder string
@@ -115,7 +116,7 @@ func (r *Runner) Run(ctx context.Context) (Split, error) {
 		r.Clock = RealClock
 	}
 	if r.Plan.Poll <= 0 {
-		r.Plan.Poll = max(r.Plan.Interval/10, 100*time.Millisecond)
+		r.Plan.Poll = min(max(r.Plan.Interval/10, 100*time.Millisecond), time.Second)
 	}
 	if err := r.start(ctx); err != nil {
 		return r.split, err
