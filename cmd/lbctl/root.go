@@ -44,6 +44,7 @@ func newRootCmd() *cobra.Command {
 		newRegisterCmd(g),
 		newMaintCmd(g),
 		newDeregisterCmd(g),
+		newShiftCmd(g),
 	)
 	return root
 }
