@@ -120,6 +120,7 @@ func snapshotOf(current map[Query]result) Snapshot {
 func (w *Watcher) watchQuery(ctx context.Context, q Query, results chan<- result) {
 	var (
 		index    uint64
+		lastSent uint64
 		last     []Instance
 		sent     bool
 		failures int
@@ -145,9 +146,16 @@ func (w *Watcher) watchQuery(ctx context.Context, q Query, results chan<- result
 			index = meta.LastIndex
 		}
 		if sent && Equal(instances, last) {
-			continue
+			if meta.LastIndex == lastSent {
+				continue // same answer again: nothing happened
+			}
+			// Same instances at a newer index (an instance that was already
+			// out went into maintenance, say): still sent, so load balancers
+			// can confirm they serve this index (package lbstate). Reusing the
+			// old slice keeps it cheap downstream.
+			instances = last
 		}
-		last, sent = instances, true
+		last, sent, lastSent = instances, true, meta.LastIndex
 		select {
 		case results <- result{query: q, instances: instances, index: meta.LastIndex}:
 		case <-ctx.Done():

@@ -114,3 +114,32 @@ func TestOnceWithUnreachableConsulFails(t *testing.T) {
 		t.Fatalf("token leaked into the error: %v", err)
 	}
 }
+
+// A change that leaves the passing instances as they were (an already failing
+// instance put into maintenance) still gives a snapshot at the new index, so
+// load balancers can confirm they serve it (the drain protocol waits for that).
+func TestWatchSendsNewIndexWithSameInstances(t *testing.T) {
+	c := testrig.StartConsul(t)
+	register(c, "well", 7001)
+	c.Register(&api.AgentServiceRegistration{ID: "sick", Name: "greeter", Address: "127.0.0.1", Port: 7002,
+		Check: &api.AgentServiceCheck{TTL: "1m", Status: api.HealthCritical}})
+	q := catalog.Query{Service: "greeter"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	snaps := make(chan catalog.Snapshot, 1)
+	go catalog.NewWatcher(c.Client, []catalog.Query{q}, quietLog()).Run(ctx, snaps)
+	first := next(t, snaps, q, ids(1))
+
+	if err := c.Client.Agent().EnableServiceMaintenance("sick", "drain"); err != nil {
+		t.Fatal(err)
+	}
+	nextSnap(t, snaps, func(s catalog.Snapshot) error {
+		if err := ids(1)(s.Instances[q]); err != nil {
+			return err
+		}
+		if s.Indexes[q] <= first.Indexes[q] {
+			return fmt.Errorf("index %d, want past %d", s.Indexes[q], first.Indexes[q])
+		}
+		return nil
+	})
+}

@@ -182,25 +182,30 @@ func (e *Engine) loop(ctx context.Context, src sources, out chan Update) error {
 	}
 }
 
-// renderBuiltin renders the built-in template and logs what was left out;
-// with seen, a problem is logged only the first time in a row it occurs.
+// renderBuiltin renders the built-in template and logs what was left out and
+// which services have no passing instance; with seen, each is logged only the
+// first time in a row it occurs, not on every render.
 func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]shift.Split, seen map[string]bool) File {
 	data, problems := e.builtin.RenderSplits(e.services, snap, splits)
 	now := map[string]bool{}
+	firstTime := func(key string) bool {
+		now[key] = true
+		return seen == nil || !seen[key]
+	}
 	for _, p := range problems {
-		now[p.String()] = true
-		if seen == nil || !seen[p.String()] {
+		if firstTime(p.String()) {
 			e.log.Warn("left out of the nginx config", "service", p.Service, "service_id", p.InstanceID, "why", p.Reason)
+		}
+	}
+	for _, s := range e.services {
+		q := QueryOf(s).String()
+		if len(snap.Instances[QueryOf(s)]) == 0 && firstTime("empty "+q) {
+			e.log.Warn("no passing instances: nginx answers its calls UNAVAILABLE", "service", q)
 		}
 	}
 	if seen != nil {
 		clear(seen)
 		maps.Copy(seen, now)
-	}
-	for _, s := range e.services {
-		if len(snap.Instances[QueryOf(s)]) == 0 {
-			e.log.Warn("no passing instances: nginx answers its calls UNAVAILABLE", "service", QueryOf(s).String())
-		}
 	}
 	return File{Path: e.dest, Data: data, Perms: 0o644, Source: "builtin"}
 }
