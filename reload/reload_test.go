@@ -133,6 +133,7 @@ func TestConsulOutageLosesNoCallAndConverges(t *testing.T) {
 	}
 	during, _ := outage.Run(context.Background()) // 10s of calls while Consul is down
 	r.consul.Start()
+	t.Logf("Consul down for %s: %d calls, %d failed, %v", during.Elapsed.Round(time.Millisecond), during.Calls, during.Failures, during.ByInstance)
 	if during.Failures != 0 || during.ByInstance["alpha"] != during.Calls {
 		t.Fatalf("during the outage: %+v", during)
 	}
@@ -140,8 +141,10 @@ func TestConsulOutageLosesNoCallAndConverges(t *testing.T) {
 		t.Fatal("no Consul error counted during the outage")
 	}
 
+	back := time.Now()
 	r.consul.Register(b.Registration("greeter"))
 	r.waitServing(a, b)
+	t.Logf("converged %s after Consul was back; %v Consul errors counted", time.Since(back).Round(time.Millisecond), counter(r.m.ConsulErrors))
 	rep := stopLoad(t, gen)
 	if rep.Failures != 0 || rep.StreamsBroken != 0 {
 		t.Fatalf("load saw failures: %+v", rep)
@@ -166,9 +169,10 @@ func TestTwentyChangesUnderLoadLoseNoCallAndBreakNoStream(t *testing.T) {
 		r.waitServing(gs[(i+1)%3], in)
 	}
 	waitCalls(t, gen, gen.Snapshot().Calls+200)
+	gens, workers := r.ctl.OldGenerations()
 	rep := stopLoad(t, gen)
-	t.Logf("load: %d calls by instance %v, %d streams, %d stream messages; %d reloads",
-		rep.Calls, rep.ByInstance, rep.Streams, rep.StreamMessages, r.reloads(Applied))
+	t.Logf("load: %d calls by instance %v, %d streams, %d stream messages; %d reloads; %d old generations (%d workers) alive, held by the streams",
+		rep.Calls, rep.ByInstance, rep.Streams, rep.StreamMessages, r.reloads(Applied), gens, workers)
 	if rep.Failures != 0 || rep.StreamsBroken != 0 {
 		t.Fatalf("load saw failures: %+v", rep)
 	}
@@ -193,12 +197,14 @@ func TestRemovedUpstreamGetsNoCallOnceOldGenerationIsGone(t *testing.T) {
 
 	r.consul.Deregister("greeter-alpha")
 	r.waitServing(b)
+	applied := time.Now()
 	testrig.WaitFor(t, 15*time.Second, "the old worker generation to exit", func() error {
 		if gens, workers := r.ctl.OldGenerations(); gens != 0 {
 			return errors.New(strconv.Itoa(workers) + " old workers alive")
 		}
 		return nil
 	})
+	t.Logf("old generation gone %s after the reload was confirmed", time.Since(applied))
 	servedByA := a.Served()
 	waitCalls(t, gen, gen.Snapshot().Calls+500)
 	rep := stopLoad(t, gen)
