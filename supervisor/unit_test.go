@@ -1,0 +1,148 @@
+package supervisor
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBackoffDelayGrowsToCapWithJitter(t *testing.T) {
+	minD, maxD := 100*time.Millisecond, time.Second
+	cases := []struct {
+		failures int
+		rnd      float64
+		want     time.Duration
+	}{
+		{0, 0.5, 0},
+		{1, 0, 50 * time.Millisecond}, // half of min, no jitter
+		{1, 0.999999, 100 * time.Millisecond},
+		{2, 0, 100 * time.Millisecond},   // 200ms nominal
+		{3, 0.5, 300 * time.Millisecond}, // 400ms nominal: 200 + 0.5*200
+		{5, 0, 500 * time.Millisecond},   // 1.6s nominal, capped at 1s
+		{60, 0, 500 * time.Millisecond},  // no overflow
+	}
+	for _, c := range cases {
+		got := backoffDelay(c.failures, minD, maxD, func() float64 { return c.rnd })
+		if d := got - c.want; d < -time.Microsecond || d > time.Microsecond {
+			t.Errorf("backoffDelay(%d, rnd %v) = %s, want %s", c.failures, c.rnd, got, c.want)
+		}
+	}
+}
+
+func TestRotatingFileKeepsBackups(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.log")
+	f, err := openRotatingFile(path, 10, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		f.writeLine([]byte(fmt.Sprintf("line%d\n", i))) // 6 bytes: one line per file
+	}
+	f.Close()
+	for file, want := range map[string]string{path: "line4\n", path + ".1": "line3\n", path + ".2": "line2\n"} {
+		if data, _ := os.ReadFile(file); string(data) != want {
+			t.Errorf("%s = %q, want %q", filepath.Base(file), data, want)
+		}
+	}
+	if _, err := os.Stat(path + ".3"); err == nil {
+		t.Error("more backups than asked for")
+	}
+}
+
+func TestSplitCommandLikeShlex(t *testing.T) {
+	cases := map[string][]string{
+		`nginx -g "daemon off;"`:     {"nginx", "-g", "daemon off;"},
+		`sh -c 'echo "$HOME" \x'`:    {"sh", "-c", `echo "$HOME" \x`},
+		`a\ b c`:                     {"a b", "c"},
+		`  x   ""  y `:               {"x", "", "y"},
+		`say "a \"quoted\" \n word"`: {"say", `a "quoted" \n word`},
+	}
+	for in, want := range cases {
+		got, err := splitCommand(in)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("splitCommand(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{`"open`, `x\`, ``, `   `} {
+		if _, err := splitCommand(bad); err == nil {
+			t.Errorf("splitCommand(%q): no error", bad)
+		}
+	}
+}
+
+func TestLoadSupervisordINI(t *testing.T) {
+	dir := t.TempDir()
+	ini := `[supervisord]
+nodaemon=true
+
+[program:nginx]
+command=nginx -g "daemon off;"
+priority=10
+stopsignal=QUIT
+stopwaitsecs=5
+autorestart=true
+stdout_logfile=/dev/stdout
+umask=022
+
+[program:app]
+command=/usr/bin/app --port 9000
+directory=/srv
+environment=A="x y",B=2
+autostart=false
+exitcodes=0,3
+startsecs=0
+startretries=5
+priority=5
+stdout_logfile=` + dir + `/app.log
+stdout_logfile_maxbytes=1MB
+stdout_logfile_backups=3
+
+[eventlistener:crashmail]
+command=crashmail
+`
+	path := filepath.Join(dir, "supervisord.conf")
+	if err := os.WriteFile(path, []byte(ini), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	programs, warnings, err := LoadSupervisordINI(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(programs) != 2 || programs[0].Name != "app" || programs[1].Name != "nginx" {
+		t.Fatalf("programs = %+v, want app then nginx (priority order)", programs)
+	}
+	app, err := FromConfig(programs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(app.Command, []string{"/usr/bin/app", "--port", "9000"}) || app.Dir != "/srv" ||
+		app.Autostart || !slices.Equal(app.ExitCodes, []int{0, 3}) || app.StartSecs != 0 || app.StartRetries != 5 ||
+		!slices.Equal(app.Env, []string{"A=x y", "B=2"}) || app.LogFile != dir+"/app.log" || app.LogMaxBytes != 1<<20 || app.LogBackups != 3 {
+		t.Errorf("app = %+v", app)
+	}
+	nginx, _ := FromConfig(programs[1])
+	if !slices.Equal(nginx.Command, []string{"nginx", "-g", "daemon off;"}) || nginx.StopSignal.String() != "quit" ||
+		nginx.StopWait != 5*time.Second || nginx.Autorestart != RestartAlways || nginx.LogFile != "" || nginx.StartSecs != time.Second {
+		t.Errorf("nginx = %+v", nginx)
+	}
+	joined := strings.Join(warnings, "\n")
+	if !strings.Contains(joined, "[program:nginx]: umask is not supported") || !strings.Contains(joined, "eventlistener:crashmail") {
+		t.Errorf("warnings = %q", warnings)
+	}
+}
+
+func TestLoadSupervisordINIErrors(t *testing.T) {
+	if _, _, err := LoadSupervisordINI(filepath.Join(t.TempDir(), "missing.conf")); err == nil {
+		t.Error("missing file: no error")
+	}
+	path := filepath.Join(t.TempDir(), "bad.conf")
+	os.WriteFile(path, []byte("[program:x]\ncommand=run\nautorestart=sometimes\nstopsignal=NOPE\n"), 0o644)
+	_, _, err := LoadSupervisordINI(path)
+	if err == nil || !strings.Contains(err.Error(), "program:x.autorestart") || !strings.Contains(err.Error(), "program:x.stopsignal") {
+		t.Errorf("err = %v, want autorestart and stopsignal errors", err)
+	}
+}
