@@ -118,28 +118,41 @@ func (r *Runner) Run(ctx context.Context) (Split, error) {
 	if r.Plan.Poll <= 0 {
 		r.Plan.Poll = min(max(r.Plan.Interval/10, 100*time.Millisecond), time.Second)
 	}
-	if err := r.start(ctx); err != nil {
+	resumeAt, err := r.start(ctx)
+	if err != nil {
 		return r.split, err
 	}
 	for i, pct := range r.Plan.Steps {
+		if pct < resumeAt {
+			continue
+		}
 		if err := r.step(ctx, i, pct); err != nil {
 			return r.split, err
 		}
 	}
-	err := r.write(ctx, r.split, Done, "")
+	err = r.write(ctx, r.split, Done, "")
 	r.emit(Event{Kind: Finished, Split: r.split, Err: err})
 	return r.split, err
 }
 
 // start reads the current split's index so the first write is a CAS on it.
-func (r *Runner) start(ctx context.Context) error {
-	_, index, err := r.Store.Load(ctx, r.Plan.Service)
+// When the current split is a shift between the same tags that was
+// interrupted, left running by a process that is gone, or done at a lower
+// step, the shift resumes: steps below its percentage are skipped, so traffic never moves
+// back; the step at or just above it holds again before going further.
+func (r *Runner) start(ctx context.Context) (resumeAt int, err error) {
+	current, index, err := r.Store.Load(ctx, r.Plan.Service)
 	if err != nil && index == 0 {
-		return err
+		return 0, err
 	}
 	r.index = index // an invalid split at index is simply replaced
 	r.split = Split{Service: r.Plan.Service, From: r.Plan.From, To: r.Plan.To, Steps: r.Plan.Steps, Holder: r.Plan.Holder}.At(0)
-	return nil
+	if err == nil && current.From == r.Plan.From && current.To == r.Plan.To && (current.State == Interrupted || current.State == Running || current.State == Done) {
+		r.split = r.split.At(current.ToPercent())
+		r.split.Step = current.Step
+		return current.ToPercent(), nil
+	}
+	return 0, nil
 }
 
 // step writes one step's split, holds it for the interval while watching the

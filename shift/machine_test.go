@@ -237,3 +237,42 @@ func TestValidateRejectsHostileSplits(t *testing.T) {
 		}
 	}
 }
+
+func TestRunnerResumesAnInterruptedShiftWithoutMovingBack(t *testing.T) {
+	r, store, _ := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
+	interrupted := Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: Interrupted}.At(30)
+	store.Save(context.Background(), interrupted, 0)
+	store.history = nil
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := store.trail(), "50:running 100:running 100:done"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+}
+
+func TestRunnerStartsOverAfterARollback(t *testing.T) {
+	r, store, _ := newTestRunner([]int{10, 100}, func(int, bool) (bool, error) { return true, nil })
+	back := Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: RolledBack}.At(0)
+	store.Save(context.Background(), back, 0)
+	store.history = nil
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := store.trail(), "10:running 100:running 100:done"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+}
+
+func TestRunnerNeverMovesBackAfterDone(t *testing.T) {
+	r, store, _ := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
+	done := Split{Service: "greeter", From: "blue", To: "green", Step: 3, State: Done}.At(100)
+	store.Save(context.Background(), done, 0)
+	store.history = nil
+	if _, err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := store.trail(), "100:running 100:done"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+}
