@@ -2,6 +2,7 @@ package shift
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/accesslog"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
@@ -135,5 +137,34 @@ func TestCheckPlanRefusesBadInput(t *testing.T) {
 		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("%s: got %v, want %v saying %q", tc.name, err, tc.want, tc.says)
 		}
+	}
+}
+
+func putStats(t *testing.T, c *testrig.Consul, lb, boot string, green accesslog.Counts) {
+	t.Helper()
+	data, _ := json.Marshal(accesslog.Stats{LB: lb, Service: "greeter", Boot: boot, Tags: map[string]accesslog.Counts{"green": green}})
+	if _, err := c.Client.KV().Put(&api.KVPair{Key: accesslog.StatsKey(lb, "greeter"), Value: data}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestErrorRateGateSumsLiveLoadBalancersSinceTheStepBegan(t *testing.T) {
+	c := testrig.StartConsul(t)
+	ctx := context.Background()
+	putStats(t, c, "lb-a", "1", accesslog.Counts{"0": 1000, "14": 500}) // old errors: before the step
+	putStats(t, c, "lb-b", "1", accesslog.Counts{"0": 10})
+	g := &ErrorRateGate{Client: c.Client, Service: "greeter", Tag: "green", Max: 0.05, MinCalls: 100}
+	if err := g.Begin(ctx); err != nil {
+		t.Fatal(err)
+	}
+	putStats(t, c, "lb-a", "1", accesslog.Counts{"0": 1040, "14": 502})
+	putStats(t, c, "lb-b", "2", accesslog.Counts{"0": 8, "13": 1}) // lb-b restarted: counts from zero
+	v, err := g.Check(ctx, false)
+	if err != nil || !v.Pass || !strings.Contains(v.Detail, "3 of 51 calls") {
+		t.Fatalf("during the hold (51 < 100 calls): %+v, %v", v, err)
+	}
+	v, _ = g.Check(ctx, true)
+	if v.Pass || !strings.Contains(v.Detail, "5.88% errors (3 of 51 calls to green, 2 load balancers") {
+		t.Fatalf("at the end: %+v", v)
 	}
 }
