@@ -169,6 +169,9 @@ func (r *Runner) step(ctx context.Context, i, pct int) error {
 	r.emit(Event{Kind: StepStarted, Split: r.split, Interval: r.Plan.Interval})
 	for _, g := range r.Gates {
 		if err := g.Begin(ctx); err != nil {
+			if ctx.Err() != nil {
+				return r.interrupt()
+			}
 			return r.rollback(fmt.Sprintf("gate %s could not start: %v", g.Name(), err))
 		}
 	}

@@ -276,3 +276,28 @@ func TestRunnerNeverMovesBackAfterDone(t *testing.T) {
 		t.Fatalf("writes: %s, want %s", got, want)
 	}
 }
+
+// cancelOnBegin is Ctrl-C arriving while a gate takes its baseline.
+type cancelOnBegin struct{ cancel context.CancelFunc }
+
+func (g cancelOnBegin) Name() string { return "cancel" }
+func (g cancelOnBegin) Begin(ctx context.Context) error {
+	g.cancel()
+	return ctx.Err()
+}
+func (g cancelOnBegin) Check(ctx context.Context, final bool) (Verdict, error) {
+	return Verdict{Gate: "cancel", Pass: true}, nil
+}
+
+func TestRunnerCtrlCWhileAGateBeginsIsAnInterruptionNotARollback(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, store, _ := newTestRunner([]int{10, 100}, func(int, bool) (bool, error) { return true, nil })
+	r.Gates = []Gate{cancelOnBegin{cancel}}
+	if _, err := r.Run(ctx); !errors.Is(err, ErrInterrupted) {
+		t.Fatalf("err = %v", err)
+	}
+	if got, want := store.trail(), "10:running 10:interrupted"; got != want {
+		t.Fatalf("writes: %s, want %s", got, want)
+	}
+}

@@ -290,3 +290,58 @@ func TestBadGreenRollsBackToBlue(t *testing.T) {
 		t.Errorf("%d calls failed, green failed %d: failures beyond the bad version's own", report.Failures, f.green.Failed())
 	}
 }
+
+// interruptAt is a gate that cancels the shift (Ctrl-C) once the step at
+// pct has begun and nginx serves it.
+type interruptAt struct {
+	lb      *lb
+	t       *testing.T
+	pct     int
+	current *shift.Split
+	cancel  context.CancelFunc
+}
+
+func (g *interruptAt) Name() string { return "test-interrupt" }
+func (g *interruptAt) Begin(ctx context.Context) error {
+	if g.current.ToPercent() == g.pct {
+		g.lb.waitServing(g.t, splitLine(*g.current, shift.Running))
+		g.cancel()
+	}
+	return nil
+}
+func (g *interruptAt) Check(ctx context.Context, final bool) (shift.Verdict, error) {
+	return shift.Verdict{Gate: g.Name(), Pass: true}, nil
+}
+
+func TestInterruptedShiftKeepsServingTheLastSplit(t *testing.T) {
+	f := newFixture(t, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var current shift.Split
+	gate := &interruptAt{lb: f.lb, t: t, pct: 50, current: &current, cancel: cancel}
+	_, err := shift.Shift(ctx, f.c.Client, f.plan(), shift.Options{
+		MaxErrorRate: 0.01, MinCalls: 10, ExtraGates: []shift.Gate{gate},
+		OnEvent: func(e shift.Event) {
+			if e.Kind == shift.StepStarted {
+				current = e.Split
+			}
+		},
+	})
+	if !errors.Is(err, shift.ErrInterrupted) {
+		t.Fatalf("err = %v, want interrupted", err)
+	}
+	stored, _, _ := shift.NewKV(f.c.Client).Load(context.Background(), "greeter")
+	if stored.State != shift.Interrupted || stored.ToPercent() != 50 {
+		t.Fatalf("KV holds %s, want 50%% green, interrupted", stored)
+	}
+	f.lb.waitServing(t, splitLine(stored, shift.Interrupted))
+	got, failed := f.lb.measure(t, sample)
+	green := 100 * float64(got["v2"]) / float64(sample)
+	t.Logf("after the interruption: green served %.1f%% of %d calls", green, sample)
+	if failed != 0 || green < 50-tolerance || green > 50+tolerance {
+		t.Fatalf("after the interruption: %v, %d failed; want 50%% green within %.0f points", got, failed, tolerance)
+	}
+	if report := f.stop(); report.Failures != 0 {
+		t.Fatalf("%d calls failed: %v", report.Failures, report.Errors)
+	}
+}
