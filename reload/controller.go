@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,7 +80,7 @@ type Controller struct {
 	gens     *generations
 
 	mu      sync.Mutex // serializes Apply
-	healthy error
+	healthy atomic.Pointer[error]
 }
 
 // New returns a Controller; nothing runs until Run or Apply.
@@ -239,11 +240,12 @@ func (c *Controller) record(u render.Update, res Result, err error) {
 		c.log.Error("render rejected; nginx keeps the last good config", append(attrs, rejectionAttrs(err)...)...)
 		return
 	case Failed, TimedOut:
-		c.healthy = fmt.Errorf("last reload %s: %w", res.Outcome, err)
+		unhealthy := fmt.Errorf("last reload %s: %w", res.Outcome, err)
+		c.healthy.Store(&unhealthy)
 		c.log.Error("reload failed; previous files restored", append(attrs, "err", err)...)
 		return
 	}
-	c.healthy = nil
+	c.healthy.Store(nil)
 	if res.Outcome == Applied {
 		c.m.LastReload.SetToCurrentTime()
 		if !u.Seen.IsZero() {
@@ -289,10 +291,12 @@ func rejectionAttrs(err error) []any {
 
 // Healthy is nil unless the last reload attempt failed or was not confirmed
 // (a rejected render is not unhealthy: nginx serves the last good config).
+// It never waits for a reload in progress.
 func (c *Controller) Healthy() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.healthy
+	if err := c.healthy.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 // OldGenerations reports how many old worker generations, and workers, are alive.
