@@ -130,16 +130,22 @@ func (r *Runner) Run(ctx context.Context) (Split, error) {
 			return r.split, err
 		}
 	}
-	err = r.write(ctx, r.split, Done, "")
-	r.emit(Event{Kind: Finished, Split: r.split, Err: err})
-	return r.split, err
+	if ctx.Err() != nil {
+		return r.split, r.interrupt()
+	}
+	if err := r.write(ctx, r.split, Done, ""); err != nil {
+		return r.split, r.afterWriteError(ctx, err)
+	}
+	r.emit(Event{Kind: Finished, Split: r.split})
+	return r.split, nil
 }
 
 // start reads the current split's index so the first write is a CAS on it.
 // When the current split is a shift between the same tags that was
 // interrupted, left running by a process that is gone, or done at a lower
-// step, the shift resumes: steps below its percentage are skipped, so traffic never moves
-// back; the step at or just above it holds again before going further.
+// step, the shift resumes: steps below its percentage are skipped, so
+// traffic never moves back; the step at or just above it holds again
+// before going further.
 func (r *Runner) start(ctx context.Context) (resumeAt int, err error) {
 	current, index, err := r.Store.Load(ctx, r.Plan.Service)
 	if err != nil && index == 0 {
@@ -147,7 +153,8 @@ func (r *Runner) start(ctx context.Context) (resumeAt int, err error) {
 	}
 	r.index = index // an invalid split at index is simply replaced
 	r.split = Split{Service: r.Plan.Service, From: r.Plan.From, To: r.Plan.To, Steps: r.Plan.Steps, Holder: r.Plan.Holder}.At(0)
-	if err == nil && current.From == r.Plan.From && current.To == r.Plan.To && (current.State == Interrupted || current.State == Running || current.State == Done) {
+	resumable := current.State == Interrupted || current.State == Running || current.State == Done
+	if err == nil && resumable && current.From == r.Plan.From && current.To == r.Plan.To {
 		r.split = r.split.At(current.ToPercent())
 		r.split.Step = current.Step
 		return current.ToPercent(), nil
@@ -181,6 +188,9 @@ func (r *Runner) step(ctx context.Context, i, pct int) error {
 	verdicts, failed := r.check(ctx, true)
 	if failed != "" {
 		return r.rollback(failed)
+	}
+	if ctx.Err() != nil {
+		return r.interrupt() // the final check did not finish
 	}
 	r.emit(Event{Kind: StepPassed, Split: r.split, Verdicts: verdicts, Elapsed: r.Plan.Interval, Interval: r.Plan.Interval})
 	return nil
