@@ -85,3 +85,23 @@ func read(t *testing.T, p string) string {
 	}
 	return string(b)
 }
+
+// findIncludes never panics, and every span it returns is an include
+// directive ending in ';' whose pattern is what the directive names.
+func FuzzFindIncludes(f *testing.F) {
+	f.Add("http { include conf.d/*.conf; }")
+	f.Add("# include x;\ninclude 'a b';include \"c\\\"d\";")
+	f.Add("include")
+	f.Add("include a b; include ;")
+	f.Fuzz(func(t *testing.T, conf string) {
+		for _, inc := range findIncludes([]byte(conf)) {
+			if inc.start < 0 || inc.end > len(conf) || inc.start >= inc.end {
+				t.Fatalf("span %d-%d out of %d bytes", inc.start, inc.end, len(conf))
+			}
+			text := conf[inc.start:inc.end]
+			if !strings.HasPrefix(text, "include") || !strings.HasSuffix(text, ";") {
+				t.Fatalf("span %q is not an include directive", text)
+			}
+		}
+	})
+}
