@@ -62,7 +62,7 @@ var allowedLine = []*regexp.Regexp{
 	regexp.MustCompile(`^    access_log /[A-Za-z0-9._/-]+ lbctl_grpc;$`),
 	regexp.MustCompile(`^# greeter( \(tag (blue|green)\))?: \d+ passing instances?$`),
 	regexp.MustCompile(`^upstream grpc_greeter(_blue|_green)? \{$`),
-	regexp.MustCompile(`^    server (\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\]):\d{1,5}( weight=\d{1,5})?;(  #( [A-Za-z0-9._:@-]{1,128})?( \[[A-Za-z0-9._-]{1,128}\])?)?$`),
+	regexp.MustCompile(`^    server (\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]+\]):\d{1,5}( weight=\d{1,5})?;(  # [A-Za-z0-9._:@-]{1,128}( \[[A-Za-z0-9._-]{1,128}\])?|  # \[[A-Za-z0-9._-]{1,128}\])?$`),
 	regexp.MustCompile(`^    keepalive(_timeout)? \w+;$`),
 	regexp.MustCompile(`^\}$`),
 	regexp.MustCompile(`^server \{$`),
