@@ -11,6 +11,7 @@ import (
 	"github.com/lbctl/lbctl/internal/consulclient"
 	"github.com/lbctl/lbctl/render"
 	"github.com/lbctl/lbctl/render/consultemplate"
+	"github.com/lbctl/lbctl/shift"
 )
 
 // renderEngine builds the render engine for cfg: a Consul watch for the
@@ -29,5 +30,7 @@ func renderEngine(cfg *config.Config, log *slog.Logger) (*render.Engine, *api.Cl
 		}
 		tmpl = ct
 	}
-	return render.NewEngine(cfg, watcher, tmpl, render.SystemResolver(time.Second), log), client, nil
+	engine := render.NewEngine(cfg, watcher, tmpl, render.SystemResolver(time.Second), log)
+	engine.FollowSplits(shift.NewWatcher(client, log))
+	return engine, client, nil
 }
