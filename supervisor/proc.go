@@ -36,6 +36,7 @@ type program struct {
 	stopTimer        func() bool
 	timerKind        timerKind
 	logFile          *rotatingFile
+	reportedPID      int // in the last Transition
 
 	// Written by loop under mu, read by anyone under mu.
 	mu  sync.Mutex
@@ -104,13 +105,9 @@ func (p *program) loop(ctx context.Context) {
 		var readyC <-chan struct{}
 		if p.waiting {
 			readyC = p.sup.changes.wait() // taken before the check: no lost wake-up
-			why := p.sup.notReady(&p.spec)
-			if why == "" {
-				p.waiting = false
-				p.startProcess()
+			if p.tryStart() {
 				continue
 			}
-			p.setNote(why)
 		}
 		select {
 		case <-ctx.Done():
@@ -169,13 +166,29 @@ func (p *program) onStopRequest() {
 		p.cancelTimer()
 		p.setState(Stopped, "")
 	case Stopped:
-		p.setNote("")
+		p.setState(Stopped, "")
 	}
 }
 
-// wantStart asks for a start as soon as dependencies and gates allow.
+// wantStart starts the program now, or as soon as its dependencies and
+// gates allow.
 func (p *program) wantStart() {
-	p.wantUp, p.waiting, p.failures = true, true, 0
+	p.wantUp, p.failures = true, 0
+	p.tryStart()
+}
+
+// tryStart spawns the process if dependencies and gates are ready, and
+// says so; otherwise the program waits, STOPPED, its note saying for what.
+func (p *program) tryStart() bool {
+	why := p.sup.notReady(&p.spec)
+	if why == "" {
+		p.waiting = false
+		p.startProcess()
+		return true
+	}
+	p.waiting = true
+	p.setWaiting(why)
+	return false
 }
 
 // startProcess spawns the process: STARTING, or RUNNING at once when
@@ -331,10 +344,12 @@ func (p *program) closeLog() {
 
 // setState publishes a transition: status, metrics, PID watchers, then
 // wakes everyone waiting for a change. No lock is held while notifying.
-func (p *program) setState(st State, note string) {
+func (p *program) setState(st State, note string) { p.publish(st, note, false) }
+
+func (p *program) publish(st State, note string, waiting bool) {
 	p.mu.Lock()
 	from := p.pub.State
-	p.pub.State, p.pub.Note = st, note
+	p.pub.State, p.pub.Note, p.pub.Waiting = st, note, waiting
 	if !st.up() {
 		p.pub.PID, p.pub.Since = 0, time.Time{}
 	}
@@ -343,12 +358,24 @@ func (p *program) setState(st State, note string) {
 	if from != st {
 		p.log.Info("state", "from", from, "to", st, "pid", pid, "note", note)
 	}
-	if p.sup.onTransition != nil {
+	if p.sup.onTransition != nil && (from != st || p.reportedPID != pid) {
 		p.sup.onTransition(Transition{Program: p.name, From: from, To: st, PID: pid, At: p.sup.clock.Now()})
 	}
+	p.reportedPID = pid
 	p.sup.metrics.setState(p.spec.Name, st)
 	p.sup.publishPID(p.spec.Name, pid)
 	p.sup.changes.notify()
+}
+
+// setWaiting shows the program STOPPED, waiting for what why says.
+func (p *program) setWaiting(why string) {
+	p.mu.Lock()
+	same := p.pub.State == Stopped && p.pub.Waiting && p.pub.Note == why
+	p.mu.Unlock()
+	if same {
+		return // no news: no wake-up, or waiters would spin
+	}
+	p.publish(Stopped, why, true)
 }
 
 func (p *program) setNote(note string) {

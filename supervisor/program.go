@@ -249,7 +249,9 @@ type Status struct {
 	// Restarts counts starts after the first (automatic or asked for).
 	Restarts int   `json:"restarts"`
 	LastExit *Exit `json:"last_exit,omitempty"`
-	// Note says what a program is waiting for, or why it is FATAL.
+	// Waiting: asked to start, STOPPED until the dependencies and gates in Note are ready.
+	Waiting bool `json:"waiting,omitempty"`
+	// Note says what a program is waiting for, or why it is FATAL or BACKOFF.
 	Note string `json:"note,omitempty"`
 }
 

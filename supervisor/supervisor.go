@@ -280,7 +280,9 @@ func (s *Supervisor) lookup(name string) (*program, error) {
 }
 
 // Start starts a STOPPED, EXITED or FATAL program (a BACKOFF one at once)
-// and waits until it is RUNNING, or fails to start (BACKOFF, FATAL).
+// and waits until it is RUNNING, or fails to start (BACKOFF, FATAL). A
+// program that must wait for its dependencies or gates is left waiting and
+// Start returns nil at once: Status says what it waits for.
 func (s *Supervisor) Start(ctx context.Context, name string) error {
 	p, err := s.lookup(name)
 	if err != nil {
@@ -293,6 +295,8 @@ func (s *Supervisor) Start(ctx context.Context, name string) error {
 		switch st.State {
 		case Running:
 			return true, nil
+		case Stopped:
+			return st.Waiting, nil
 		case Backoff, Fatal, Exited:
 			return true, fmt.Errorf("start %s: %s (%s)", name, st.State, exitText(st))
 		}

@@ -368,3 +368,49 @@ func TestOutputIsPrefixedAndLogged(t *testing.T) {
 		return nil
 	})
 }
+
+func TestStartAfterFatalAndWhileWaiting(t *testing.T) {
+	bad := prog("bad", `test -f "$MARK" || exit 1; exec sleep 100`)
+	mark := filepath.Join(t.TempDir(), "mark")
+	bad.Env = []string{"MARK=" + mark}
+	bad.StartSecs, bad.StartRetries = 50*time.Millisecond, 0
+	gated := prog("gated", "exec sleep 100")
+	gated.Autostart, gated.Gates = false, []string{"ready"}
+	h := start(t, bad, gated)
+	h.waitState("bad", Fatal)
+	os.WriteFile(mark, nil, 0o644)
+	ctx := context.Background()
+	if err := h.sup.Start(ctx, "bad"); err != nil {
+		t.Fatalf("Start after FATAL: %v", err)
+	}
+	if st, _ := h.sup.StatusOf("bad"); st.State != Running {
+		t.Errorf("bad = %v after Start", st.State)
+	}
+	if err := h.sup.Start(ctx, "gated"); err != nil {
+		t.Fatalf("Start of a gated program: %v", err)
+	}
+	if st, _ := h.sup.StatusOf("gated"); st.State != Stopped || !st.Waiting || st.Note != "waiting for gate ready" {
+		t.Errorf("gated = %+v, want STOPPED waiting for gate ready", st)
+	}
+	h.sup.OpenGate("ready")
+	h.waitState("gated", Running)
+}
+
+func TestRestartFromRunningIsReportedWithTheNewPID(t *testing.T) {
+	h := start(t, prog("flappy", "exec sleep 100"))
+	first := h.waitState("flappy", Running).PID
+	syscall.Kill(first, syscall.SIGKILL)
+	h.waitUntil("restart", func() bool {
+		st, _ := h.sup.StatusOf("flappy")
+		return st.PID != 0 && st.PID != first
+	})
+	var pids []int
+	for _, tr := range h.rec.all() {
+		if tr.To == Running {
+			pids = append(pids, tr.PID)
+		}
+	}
+	if len(pids) != 2 || pids[0] != first || pids[1] == first {
+		t.Errorf("RUNNING transitions with pids %v, want %d then a new one", pids, first)
+	}
+}
