@@ -133,6 +133,8 @@ type Result struct {
 	// only the part not already done in the background (Prevalidated).
 	Validate, Swap, Confirm time.Duration
 	Prevalidated            bool
+	// ConfirmedAt is when nginx was confirmed serving the new files.
+	ConfirmedAt time.Time
 	// OldWorkers and NewWorkers are the pids of the replaced and new generation.
 	OldWorkers, NewWorkers []int
 }
@@ -166,11 +168,11 @@ func (c *Controller) apply(ctx context.Context, u render.Update) (Result, error)
 		return res, nil
 	}
 	t := time.Now()
-	err, res.Prevalidated = c.pre.result(ctx, changed)
-	if !res.Prevalidated {
+	err, st, pre := c.pre.take(ctx, changed)
+	if !pre {
 		err = c.validate.validate(ctx, changed)
 	}
-	res.Validate = time.Since(t)
+	res.Validate, res.Prevalidated = time.Since(t), pre
 	if err != nil {
 		res.Outcome = Rejected
 		if !errors.Is(err, ErrRejected) {
@@ -179,12 +181,22 @@ func (c *Controller) apply(ctx context.Context, u render.Update) (Result, error)
 		return res, err
 	}
 	t = time.Now()
-	if err := swap(changed); err != nil {
+	if st == nil {
+		if st, err = stage(changed); err != nil {
+			res.Outcome = Failed
+			return res, err
+		}
+	}
+	if err := commit(st); err != nil {
 		res.Outcome = Failed
 		return res, errors.Join(err, restore(previous))
 	}
 	res.Swap = time.Since(t)
-	return c.signal(ctx, res, previous)
+	res, err = c.signal(ctx, res, previous)
+	if serr := syncDirs(st); serr != nil {
+		c.log.Warn("renamed files may not survive a crash", "err", serr)
+	}
+	return res, err
 }
 
 // signal reloads nginx with the swapped-in files and confirms it.
@@ -202,7 +214,8 @@ func (c *Controller) signal(ctx context.Context, res Result, previous []prior) (
 	cctx, cancel := context.WithTimeout(ctx, c.opts.ConfirmTimeout)
 	defer cancel()
 	old, fresh, err := reloadAndConfirm(cctx, master, c.opts.WaitForMaster, c.opts.Nginx.ErrorLog)
-	res.Confirm = time.Since(t)
+	res.ConfirmedAt = time.Now()
+	res.Confirm = res.ConfirmedAt.Sub(t)
 	res.OldWorkers, res.NewWorkers = pids(old), pids(fresh)
 	if err != nil {
 		res.Outcome = outcomeOf(err)
@@ -245,7 +258,7 @@ func (c *Controller) record(u render.Update, res Result, err error) {
 	if res.Outcome == Applied {
 		c.m.LastReload.SetToCurrentTime()
 		if !u.Seen.IsZero() {
-			c.m.ChangeToServing.Observe(time.Since(u.Seen).Seconds())
+			c.m.ChangeToServing.Observe(res.ConfirmedAt.Sub(u.Seen).Seconds())
 		}
 	}
 	msg := "nginx reloaded"

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 
 	"github.com/lbctl/lbctl/internal/atomicfile"
 	"github.com/lbctl/lbctl/render"
@@ -43,17 +44,85 @@ func changedFiles(files []render.File) ([]render.File, []prior, error) {
 	return changed, previous, nil
 }
 
-func swap(files []render.File) error {
+// staged is a candidate written and fsynced next to its destination, so
+// that swapping it in is one rename.
+type staged struct {
+	tmp, path string
+}
+
+// stage writes each file to a hidden temp file in its destination's
+// directory (never matched by an include glob: it ends in a random suffix),
+// fsyncs and chmods it. On error nothing is left behind.
+func stage(files []render.File) ([]staged, error) {
+	var out []staged
 	for _, f := range files {
-		perm := f.Perms
-		if perm == 0 {
-			perm = 0o644
+		s, err := stageOne(f)
+		if err != nil {
+			discard(out)
+			return nil, err
 		}
-		if err := atomicfile.Replace(f.Path, f.Data, perm); err != nil {
-			return fmt.Errorf("swap in %s (from %s): %w", f.Path, f.Source, err)
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func stageOne(f render.File) (staged, error) {
+	perm := f.Perms
+	if perm == 0 {
+		perm = 0o644
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(f.Path), "."+filepath.Base(f.Path)+".lbctl-*")
+	if err != nil {
+		return staged{}, fmt.Errorf("stage %s (from %s): %w", f.Path, f.Source, err)
+	}
+	_, err = tmp.Write(f.Data)
+	err = errors.Join(err, tmp.Sync(), tmp.Close(), os.Chmod(tmp.Name(), perm))
+	if err != nil {
+		os.Remove(tmp.Name())
+		return staged{}, fmt.Errorf("stage %s (from %s): %w", f.Path, f.Source, err)
+	}
+	return staged{tmp: tmp.Name(), path: f.Path}, nil
+}
+
+// commit renames the staged files over their destinations: each destination
+// holds either its old bytes or its new ones, never a mix.
+func commit(files []staged) error {
+	for i, s := range files {
+		if err := os.Rename(s.tmp, s.path); err != nil {
+			discard(files[i:])
+			return fmt.Errorf("swap in %s: %w", s.path, err)
 		}
 	}
 	return nil
+}
+
+// discard removes staged files that were not committed.
+func discard(files []staged) {
+	for _, s := range files {
+		os.Remove(s.tmp)
+	}
+}
+
+// syncDirs makes the renames durable. It runs after nginx was signalled: a
+// crash before it leaves the old file on disk, which is a good config too.
+func syncDirs(files []staged) error {
+	done := map[string]bool{}
+	var errs []error
+	for _, s := range files {
+		dir := filepath.Dir(s.path)
+		if done[dir] {
+			continue
+		}
+		done[dir] = true
+		d, err := os.Open(dir)
+		if err == nil {
+			err = errors.Join(d.Sync(), d.Close())
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("sync %s: %w", dir, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // restore puts back what the live files held before a swap.

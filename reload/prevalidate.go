@@ -23,9 +23,10 @@ type prevalidator struct {
 }
 
 type prevalidation struct {
-	key  [sha256.Size]byte
-	done chan struct{}
-	err  error
+	key    [sha256.Size]byte
+	done   chan struct{}
+	err    error
+	staged []staged // written and fsynced next to their destinations once valid
 }
 
 // start validates u's changed files in the background unless a validation
@@ -40,36 +41,59 @@ func (p *prevalidator) start(ctx context.Context, u render.Update) {
 	if err != nil || len(changed) == 0 {
 		return
 	}
+	p.dropLocked()
 	pv := &prevalidation{key: filesKey(changed), done: make(chan struct{})}
 	p.cur = pv
 	p.wg.Go(func() {
-		pv.err = p.v.validate(ctx, changed)
-		close(pv.done)
+		defer close(pv.done)
+		if pv.err = p.v.validate(ctx, changed); pv.err == nil {
+			// Staging (write and fsync) now takes the fsync out of the reload's path.
+			pv.staged, _ = stage(changed)
+		}
 	})
 }
 
-// result is the background validation of exactly these files, if there
-// was one that ran to a verdict.
-func (p *prevalidator) result(ctx context.Context, changed []render.File) (err error, ok bool) {
+// dropLocked forgets the last background validation and removes what it
+// staged and nobody took. p.mu is held; cur, if any, is done.
+func (p *prevalidator) dropLocked() {
+	if p.cur != nil {
+		discard(p.cur.staged)
+		p.cur = nil
+	}
+}
+
+// take returns the background validation of exactly these files, if there
+// was one that ran to a verdict, and hands over the files it staged (nil
+// when it staged none); the caller commits or discards them.
+func (p *prevalidator) take(ctx context.Context, changed []render.File) (err error, st []staged, ok bool) {
 	p.mu.Lock()
 	pv := p.cur
 	p.mu.Unlock()
 	if pv == nil || pv.key != filesKey(changed) {
-		return nil, false
+		return nil, nil, false
 	}
 	select {
 	case <-pv.done:
 	case <-ctx.Done():
-		return nil, false
+		return nil, nil, false
 	}
 	if pv.err != nil && !errors.Is(pv.err, ErrRejected) {
-		return nil, false // nginx -t did not run to a verdict: try again
+		return nil, nil, false // nginx -t did not run to a verdict: try again
 	}
-	return pv.err, true
+	p.mu.Lock()
+	st, pv.staged = pv.staged, nil
+	p.mu.Unlock()
+	return pv.err, st, true
 }
 
-// wait waits for a background validation still running.
-func (p *prevalidator) wait() { p.wg.Wait() }
+// stop waits for a background validation still running and removes what
+// it staged.
+func (p *prevalidator) stop() {
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.dropLocked()
+}
 
 func filesKey(files []render.File) [sha256.Size]byte {
 	h := sha256.New()

@@ -105,9 +105,8 @@ func TestBurstOf50ChangesGivesAtMostTwoReloads(t *testing.T) {
 	}
 	t.Logf("50 changes sent in %s", time.Since(start))
 	final := "weight=" + strconv.Itoa(49%9+2)
-	testrig.WaitFor(t, 10*time.Second, "the last change to be live", func() error {
-		b, _ := os.ReadFile(r.dest)
-		if !strings.Contains(string(b), final) {
+	testrig.WaitFor(t, 10*time.Second, "nginx to serve the last change", func() error {
+		if live := r.confirmed.Load(); live == nil || !strings.Contains(*live, final) {
 			return errors.New("not yet")
 		}
 		return r.ctl.Healthy()

@@ -2,6 +2,7 @@ package reload
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -34,6 +35,8 @@ type rig struct {
 	addr    string // where nginx serves the greeter service
 	dest    string // the services conf the built-in template writes
 	applied atomic.Uint64
+	// confirmed is what dest held when nginx was last confirmed serving it.
+	confirmed atomic.Pointer[string]
 }
 
 type rigOptions struct {
@@ -60,7 +63,12 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	r.ctl = New(Options{
 		Nginx: nginxConfig(r.nginx),
 		Wait:  o.wait, Metrics: r.m, Log: log,
-		OnApplied: func(index uint64) { r.applied.Store(index) },
+		OnApplied: func(index uint64) {
+			r.applied.Store(index)
+			b, _ := os.ReadFile(r.dest)
+			live := string(b)
+			r.confirmed.Store(&live)
+		},
 	})
 	return r
 }
@@ -97,14 +105,16 @@ func (r *rig) reloads(outcome Outcome) int {
 	return int(counter(r.m.Reloads.WithLabelValues(string(outcome))))
 }
 
-// waitServing waits until the live file lists exactly these backends.
+// waitServing waits until nginx is confirmed serving a file that lists
+// exactly these backends.
 func (r *rig) waitServing(backends ...*testrig.Greeter) {
 	r.t.Helper()
-	testrig.WaitFor(r.t, 20*time.Second, fmt.Sprintf("%d backends in %s", len(backends), r.dest), func() error {
-		b, err := os.ReadFile(r.dest)
-		if err != nil {
-			return err
+	testrig.WaitFor(r.t, 20*time.Second, fmt.Sprintf("nginx serving %d backends", len(backends)), func() error {
+		live := r.confirmed.Load()
+		if live == nil {
+			return errors.New("no reload confirmed yet")
 		}
+		b := []byte(*live)
 		if n := strings.Count(string(b), "    server "); n != len(backends) {
 			return fmt.Errorf("%d servers in:\n%s", n, b)
 		}

@@ -19,7 +19,7 @@ const sweepEvery = 250 * time.Millisecond
 // update is tried as usual. Run returns nil when ctx ends.
 func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) error {
 	co := &coalescer{min: c.opts.Wait.Min, max: c.opts.Wait.Max}
-	defer c.pre.wait()
+	defer c.pre.stop()
 	sweep := c.clock.After(sweepEvery)
 	for {
 		var fire <-chan time.Time

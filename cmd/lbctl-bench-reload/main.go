@@ -105,6 +105,9 @@ func measure(ctx context.Context, env *benchEnv, o benchOptions) (latencies, err
 		}
 		lat.lbctl.add(l)
 		lat.consulTemplate.add(c)
+		if o.verbose {
+			fmt.Fprintf(os.Stderr, "round %d: lbctl %s/%s consul-template %s/%s (first/all)\n", i, ms(l.first), ms(l.all), ms(c.first), ms(c.all))
+		}
 		env.settle(o.gap)
 	}
 	return lat, nil
