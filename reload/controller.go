@@ -56,6 +56,10 @@ type Options struct {
 	// OnApplied is called with the Consul index of every update nginx is
 	// confirmed to serve (or that is already live), after the reload.
 	OnApplied func(index uint64)
+	// OnAppliedUpdate is OnApplied with the whole update, whose Indexes (one
+	// per health query) the drain protocol publishes. With coalescing, it is
+	// the newest update of the burst, which is what nginx serves.
+	OnAppliedUpdate func(u render.Update)
 	// Clock drives coalescing; nil is the real clock.
 	Clock Clock
 	// WaitForMaster leaves telling the old workers to quit to the nginx
@@ -242,7 +246,7 @@ func (c *Controller) record(u render.Update, res Result, err error) {
 	switch res.Outcome {
 	case Unchanged:
 		c.log.Debug("render unchanged; nothing to reload", attrs...)
-		c.notifyApplied(u.Index)
+		c.notifyApplied(u)
 		return
 	case Rejected:
 		c.countRejection(err)
@@ -269,12 +273,15 @@ func (c *Controller) record(u render.Update, res Result, err error) {
 	c.log.Info(msg, append(attrs, "changes", u.Changes, "validate", res.Validate, "prevalidated", res.Prevalidated, "swap", res.Swap,
 		"confirm", res.Confirm, "old_workers", res.OldWorkers, "new_workers", res.NewWorkers,
 		"old_generations_alive", gens, "old_workers_alive", workers)...)
-	c.notifyApplied(u.Index)
+	c.notifyApplied(u)
 }
 
-func (c *Controller) notifyApplied(index uint64) {
+func (c *Controller) notifyApplied(u render.Update) {
 	if c.opts.OnApplied != nil {
-		c.opts.OnApplied(index)
+		c.opts.OnApplied(u.Index)
+	}
+	if c.opts.OnAppliedUpdate != nil {
+		c.opts.OnAppliedUpdate(u)
 	}
 }
 

@@ -124,3 +124,19 @@ func TestRunFoldsUpdatesWithinMin(t *testing.T) {
 	default:
 	}
 }
+
+func TestOnAppliedUpdateGetsTheAppliedUpdate(t *testing.T) {
+	dest := filepath.Join(t.TempDir(), "lbctl.conf")
+	if err := os.WriteFile(dest, []byte("# live\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan render.Update, 1)
+	ctl := New(Options{Nginx: config.Nginx{Config: dest}, OnAppliedUpdate: func(u render.Update) { got <- u }})
+	u := render.Update{Index: 7, Files: []render.File{{Path: dest, Data: []byte("# live\n")}}}
+	if _, err := ctl.Apply(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	if (<-got).Index != 7 {
+		t.Fatal("OnAppliedUpdate did not get the update")
+	}
+}
