@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
@@ -413,4 +415,76 @@ func TestRestartFromRunningIsReportedWithTheNewPID(t *testing.T) {
 	if len(pids) != 2 || pids[0] != first || pids[1] == first {
 		t.Errorf("RUNNING transitions with pids %v, want %d then a new one", pids, first)
 	}
+}
+
+// With a fake clock, the backoff delays are exactly the capped, jittered
+// exponential ones, and nothing is retried before its timer fires.
+func TestBackoffDelaysUseTheClock(t *testing.T) {
+	clock := &fakeClock{}
+	p := prog("crasher", "exit 1")
+	p.StartSecs, p.StartRetries = time.Hour, 2
+	p.BackoffMin, p.BackoffMax = 100*time.Millisecond, 150*time.Millisecond
+	h := startWith(t, Options{Clock: clock, Rand: func() float64 { return 0 }}, p)
+	// rnd 0: half the nominal delay. Nominal: 100ms, then 200ms capped at 150ms.
+	for i, want := range []time.Duration{50 * time.Millisecond, 75 * time.Millisecond} {
+		h.waitUntil(fmt.Sprintf("backoff %d", i+1), func() bool {
+			st, _ := h.sup.StatusOf("crasher")
+			return st.State == Backoff && slices.Contains(clock.pending(), want)
+		})
+		if got := h.rec.states("crasher"); len(got) != 2*(i+1) {
+			t.Fatalf("states before firing backoff %d: %v", i+1, got)
+		}
+		if !clock.fire(want) {
+			t.Fatalf("no %s timer", want)
+		}
+	}
+	h.waitState("crasher", Fatal)
+}
+
+func TestMetricsFollowStatesAndRestarts(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	h := startWith(t, Options{Registerer: reg}, prog("app", "exec sleep 100"))
+	pid := h.waitState("app", Running).PID
+	syscall.Kill(pid, syscall.SIGKILL)
+	h.waitUntil("restart", func() bool { st, _ := h.sup.StatusOf("app"); return st.Restarts == 1 && st.State == Running })
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		want   float64
+	}{
+		{"lbctl_program_restarts_total", map[string]string{"program": "app"}, 1},
+		{"lbctl_program_state", map[string]string{"program": "app", "state": "RUNNING"}, 1},
+		{"lbctl_program_state", map[string]string{"program": "app", "state": "STOPPED"}, 0},
+	} {
+		if got, ok := metricValue(t, reg, c.name, c.labels); !ok || got != c.want {
+			t.Errorf("%s%v = %v (found %v), want %v", c.name, c.labels, got, ok, c.want)
+		}
+	}
+}
+
+// metricValue finds one sample in what reg gathers.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue metrics
+				}
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue(), true
+			}
+			return m.Gauge.GetValue(), true
+		}
+	}
+	return 0, false
 }
