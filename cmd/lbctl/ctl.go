@@ -73,6 +73,27 @@ func runCtl(ctx context.Context, o *ctlOptions, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", action, program, err)
 	}
-	_, err = fmt.Fprintf(o.stdout, "%s: %s ok\n", program, action)
+	_, err = fmt.Fprintf(o.stdout, "%s: %s ok%s\n", program, action, stateOf(ctx, client, program))
 	return err
+}
+
+// stateOf is " (STATE, pid N)" for program, or "" when status fails.
+func stateOf(ctx context.Context, client *control.Client, program string) string {
+	reply, err := client.Status(ctx)
+	if err != nil {
+		return ""
+	}
+	for _, st := range reply.Programs {
+		if st.Name != program {
+			continue
+		}
+		switch {
+		case st.PID != 0:
+			return fmt.Sprintf(" (%s, pid %d)", st.State, st.PID)
+		case st.Note != "":
+			return fmt.Sprintf(" (%s, %s)", st.State, st.Note)
+		}
+		return fmt.Sprintf(" (%s)", st.State)
+	}
+	return ""
 }

@@ -36,6 +36,9 @@ type runOptions struct {
 	// openGates are the readiness gates something in this run opens; a
 	// program waiting for any other gate would never start.
 	openGates []string
+	// beforeStop, when set, runs once ctx ends and before any program is
+	// stopped (deregister from Consul while nginx still serves).
+	beforeStop func(context.Context)
 }
 
 func newRunCmd(g *globalOptions) *cobra.Command {
@@ -131,6 +134,7 @@ func runLB(ctx context.Context, o *runOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 2)
+	servers := 1
 	go func() { errc <- sock.Serve(ctx, control.Handler(o.sup, o.log.With("component", "control"))) }()
 	if o.cfg.HTTP.Address != "" {
 		lis, err := metrics.Listen(o.cfg.HTTP.Address)
@@ -139,16 +143,36 @@ func runLB(ctx context.Context, o *runOptions) error {
 			<-errc
 			return err
 		}
+		servers++
 		go func() { errc <- metrics.Serve(ctx, lis, metrics.Handler(o.registry, nil), o.log) }()
 	}
 	go o.handleSignals(ctx)
-	err = o.sup.Run(ctx)
+	err = o.sup.Run(o.supervisorContext(ctx))
 	cancel()
+	for range servers { // the socket file is gone once they return
+		if serr := <-errc; serr != nil {
+			o.log.Error("server", "err", serr)
+		}
+	}
 	var essential *supervisor.EssentialError
 	if errors.As(err, &essential) {
 		return &exitError{code: 1, err: err}
 	}
 	return err
+}
+
+// supervisorContext ends after ctx, once beforeStop has run, so programs
+// stop only after that.
+func (o *runOptions) supervisorContext(ctx context.Context) context.Context {
+	supCtx, stop := context.WithCancel(context.Background())
+	go func() {
+		<-ctx.Done()
+		if o.beforeStop != nil {
+			o.beforeStop(supCtx)
+		}
+		stop()
+	}()
+	return supCtx
 }
 
 // programsGates is every gate some program waits for.

@@ -220,3 +220,36 @@ programs:
 		t.Errorf("invalid reload changed the programs: %v", err)
 	}
 }
+
+func TestBeforeStopRunsBeforeProgramsStop(t *testing.T) {
+	cfgPath, _ := supervisedConfig(t, `programs:
+  - name: app
+    command: [sleep, "100"]
+    startsecs: 0
+`)
+	o, err := newRunOptions(&globalOptions{configPath: cfgPath}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stateAtBeforeStop := make(chan supervisor.State, 1)
+	o.beforeStop = func(context.Context) {
+		st, _ := o.sup.StatusOf("app")
+		stateAtBeforeStop <- st.State
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- runLB(ctx, o) }()
+	testrig.WaitFor(t, 10*time.Second, "app RUNNING", func() error {
+		if st, _ := o.sup.StatusOf("app"); st.State != supervisor.Running {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	cancel()
+	if err := waitResult(t, res); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-stateAtBeforeStop; st != supervisor.Running {
+		t.Errorf("app was %s when beforeStop ran, want RUNNING", st)
+	}
+}
