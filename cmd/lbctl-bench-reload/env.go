@@ -44,7 +44,7 @@ func setUp(ctx context.Context, tb *benchTB, o benchOptions) (*benchEnv, error) 
 	if o.verbose {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	if err := env.startLbctl(ctx, tb, log); err != nil {
+	if err := env.startLbctl(ctx, tb, log, o.waitMin); err != nil {
 		return nil, err
 	}
 	if err := env.startConsulTemplate(ctx, tb, o); err != nil {
@@ -66,12 +66,13 @@ func (e *benchEnv) point(g *testrig.Greeter) error {
 
 // startLbctl runs lbctl's pipeline exactly as `lbctl run` does: catalog watch,
 // built-in render engine, reload controller with the config's default wait.
-func (e *benchEnv) startLbctl(ctx context.Context, tb *benchTB, log *slog.Logger) error {
+func (e *benchEnv) startLbctl(ctx context.Context, tb *benchTB, log *slog.Logger, waitMin time.Duration) error {
 	n := testrig.NewNginx(tb)
 	e.lbctlAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
 	cfg := &config.Config{
 		Services: []config.Service{{Name: "greeter", Listen: e.lbctlAddr}},
 		Nginx:    config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: filepath.Join(n.ConfD, "lbctl.conf")},
+		Wait:     config.Wait{Min: waitMin},
 	}
 	cfg.SetDefaults()
 	watcher := catalog.NewWatcher(e.consul.Client, render.Queries(cfg.Services), log)

@@ -31,6 +31,7 @@ type benchOptions struct {
 	verbose        bool
 	gap            time.Duration
 	window         time.Duration
+	waitMin        time.Duration
 }
 
 func main() {
@@ -41,6 +42,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up on a round after this long")
 	flag.DurationVar(&o.gap, "gap", 250*time.Millisecond, "pause between rounds (nginx sleeps 100 ms after each reload)")
 	flag.DurationVar(&o.window, "window", 250*time.Millisecond, "keep probing this long after the new backend first answers")
+	flag.DurationVar(&o.waitMin, "wait-min", 0, "lbctl's wait.min (0: the config default)")
 	flag.BoolVar(&o.verbose, "v", false, "log lbctl's reload lines")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
