@@ -255,7 +255,7 @@ func (c *Controller) record(u render.Update, res Result, err error) {
 	case Failed, TimedOut:
 		unhealthy := fmt.Errorf("last reload %s: %w", res.Outcome, err)
 		c.healthy.Store(&unhealthy)
-		c.log.Error("reload failed; previous files restored", append(attrs, "err", err)...)
+		c.log.Error("reload failed; nginx keeps the config it had", append(attrs, "err", err)...)
 		return
 	}
 	c.healthy.Store(nil)
