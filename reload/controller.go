@@ -94,6 +94,9 @@ func New(opts Options) *Controller {
 	if opts.Clock == nil {
 		opts.Clock = realClock{}
 	}
+	if opts.Nginx.Binary == "" {
+		opts.Nginx.Binary = "nginx"
+	}
 	if opts.ConfirmTimeout <= 0 {
 		opts.ConfirmTimeout = 10 * time.Second
 	}
