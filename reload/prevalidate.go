@@ -58,6 +58,7 @@ func (p *prevalidator) start(ctx context.Context, u render.Update) {
 func (p *prevalidator) dropLocked() {
 	if p.cur != nil {
 		discard(p.cur.staged)
+		p.cur.staged = nil // a take racing with this stages afresh
 		p.cur = nil
 	}
 }
