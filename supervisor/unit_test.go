@@ -146,3 +146,25 @@ func TestLoadSupervisordINIErrors(t *testing.T) {
 		t.Errorf("err = %v, want autorestart and stopsignal errors", err)
 	}
 }
+
+// FuzzSplitCommand: any command line from a supervisord file either splits
+// or is refused, never panics, and the words, quoted again, split back the same.
+func FuzzSplitCommand(f *testing.F) {
+	for _, seed := range []string{`nginx -g "daemon off;"`, `sh -c 'echo "$HOME" \x'`, `a\ b c`, `"open`, `x\`, ``, `say "a \"q\" \n"`} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		words, err := splitCommand(line)
+		if err != nil {
+			return
+		}
+		quoted := make([]string, len(words))
+		for i, w := range words {
+			quoted[i] = "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
+		}
+		again, err := splitCommand(strings.Join(quoted, " "))
+		if err != nil || !slices.Equal(again, words) {
+			t.Fatalf("split %q = %q; quoted back and split again = %q, %v", line, words, again, err)
+		}
+	})
+}

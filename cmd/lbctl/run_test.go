@@ -253,3 +253,15 @@ func TestBeforeStopRunsBeforeProgramsStop(t *testing.T) {
 		t.Errorf("app was %s when beforeStop ran, want RUNNING", st)
 	}
 }
+
+func TestFormatUptimeLikeSupervisorctl(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		0:                                     "0:00:00",
+		61*time.Second + 500*time.Millisecond: "0:01:01",
+		26*time.Hour + 3*time.Minute:          "1 days, 2:03:00",
+	} {
+		if got := formatUptime(d); got != want {
+			t.Errorf("formatUptime(%s) = %q, want %q", d, got, want)
+		}
+	}
+}
