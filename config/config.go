@@ -41,6 +41,9 @@ type Config struct {
 	SupervisordConfig string `yaml:"supervisord_config"`
 	// Register, when set, registers this load balancer itself in Consul.
 	Register *Register `yaml:"register"`
+	// LBID names this load balancer in Consul KV (drain confirmations, call
+	// statistics); unique among load balancers. Default: the host name.
+	LBID string `yaml:"lb_id"`
 
 	// path is the file the config was read from, for error messages.
 	path string
@@ -126,6 +129,9 @@ func (c *Config) Validate() error {
 	c.Wait.validate(report)
 	c.HTTP.validate(report)
 	c.Control.validate(report)
+	if c.LBID != "" && !safeName.MatchString(c.LBID) {
+		report("lb_id", "want letters, digits, '.', '_', '-', got %q", c.LBID)
+	}
 	validatePrograms(c.Programs, report)
 	if c.Register != nil {
 		c.Register.validate("register", report)

@@ -20,6 +20,10 @@ type Nginx struct {
 	// nginx -t passed but the master refused (a listen address already in
 	// use) fails at once instead of at the confirm timeout.
 	ErrorLog string `yaml:"error_log"`
+	// Program is the name of the supervised program that is nginx: lbctl run
+	// signals its master and starts it only after the first good render.
+	// When no program has this name, PIDFile finds the master instead.
+	Program string `yaml:"program"`
 }
 
 func (n *Nginx) setDefaults() {
@@ -31,6 +35,9 @@ func (n *Nginx) setDefaults() {
 	}
 	if n.ServicesConf == "" {
 		n.ServicesConf = "/etc/nginx/conf.d/lbctl.conf"
+	}
+	if n.Program == "" {
+		n.Program = "nginx"
 	}
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbctl/lbctl/internal/atomicfile"
+	"github.com/lbctl/lbctl/reload"
 	"github.com/lbctl/lbctl/render"
 )
 
@@ -60,19 +60,22 @@ func runRender(ctx context.Context, o *renderOptions) error {
 	if err != nil {
 		return err
 	}
+	// nginx runs elsewhere: nginx.pid_file finds its master (or nothing is
+	// signalled, and files are only validated and written).
+	ctl := reload.New(reload.Options{Nginx: cfg.Nginx, Wait: cfg.Wait, Log: log})
 	if !o.dryRun && !o.once {
-		return watchAndWrite(ctx, engine, log)
+		return watchAndApply(ctx, engine, ctl)
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	octx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	u, err := engine.Once(ctx)
+	u, err := engine.Once(octx)
 	if err != nil {
 		return fmt.Errorf("render: %w", err)
 	}
 	if o.dryRun {
 		return printUpdate(o.stdout, u)
 	}
-	return writeUpdate(u, log)
+	return applyOnce(ctx, ctl, u, log)
 }
 
 // printUpdate writes each destination's header line and exact bytes.
@@ -85,33 +88,30 @@ func printUpdate(w io.Writer, u render.Update) error {
 	return nil
 }
 
-// writeUpdate writes the files whose bytes changed.
-func writeUpdate(u render.Update, log *slog.Logger) error {
-	var errs []error
-	for _, f := range u.Files {
-		changed, err := atomicfile.Write(f.Path, f.Data, f.Perms)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s (from %s): %w", f.Path, f.Source, err))
-			continue
-		}
-		log.Info("rendered", "path", f.Path, "source", f.Source, "changed", changed)
+// applyOnce validates the render with nginx -t, writes the files whose bytes
+// changed and, when an nginx master is known, reloads it and confirms.
+func applyOnce(ctx context.Context, ctl *reload.Controller, u render.Update, log *slog.Logger) error {
+	res, err := ctl.Apply(ctx, u)
+	if err != nil && !errors.Is(err, reload.ErrNoMaster) {
+		return fmt.Errorf("render: %w", err)
 	}
-	return errors.Join(errs...)
+	log.Info("rendered", "outcome", res.Outcome, "changed", res.Changed)
+	return nil
 }
 
-// watchAndWrite rewrites the destinations on every Consul change until ctx ends.
-func watchAndWrite(ctx context.Context, engine *render.Engine, log *slog.Logger) error {
+// watchAndApply renders on every Consul change and hands each render to the
+// reload controller (coalesce, validate, swap, signal, confirm) until ctx ends.
+func watchAndApply(ctx context.Context, engine *render.Engine, ctl *reload.Controller) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	updates := make(chan render.Update, 1)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- engine.Run(ctx, updates) }()
-	for {
-		select {
-		case err := <-errc:
-			return err
-		case u := <-updates:
-			if err := writeUpdate(u, log); err != nil {
-				log.Error("write failed; will retry on the next change", "err", err)
-			}
-		}
+	go func() { errc <- ctl.Run(ctx, updates) }()
+	err := <-errc
+	cancel()
+	if err2 := <-errc; err == nil {
+		err = err2
 	}
+	return err
 }
