@@ -212,8 +212,11 @@ func (o *runOptions) handleSignals(ctx context.Context) {
 			sig := s.(syscall.Signal)
 			if sig == syscall.SIGHUP {
 				o.reload(ctx)
-				// Programs may now ask for other signals.
-				signal.Notify(sigs, toOSSignals(o.sup.ForwardedSignals())...)
+				// Programs may now ask for other signals. (Never Notify with an
+				// empty list: that means every signal.)
+				if more := o.sup.ForwardedSignals(); len(more) > 0 {
+					signal.Notify(sigs, toOSSignals(more)...)
+				}
 				continue
 			}
 			o.sup.Forward(ctx, sig)
