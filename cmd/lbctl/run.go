@@ -211,12 +211,7 @@ func (o *runOptions) handleSignals(ctx context.Context) {
 		case s := <-sigs:
 			sig := s.(syscall.Signal)
 			if sig == syscall.SIGHUP {
-				o.reload(ctx)
-				// Programs may now ask for other signals. (Never Notify with an
-				// empty list: that means every signal.)
-				if more := o.sup.ForwardedSignals(); len(more) > 0 {
-					signal.Notify(sigs, toOSSignals(more)...)
-				}
+				o.reload(ctx, sigs)
 				continue
 			}
 			o.sup.Forward(ctx, sig)
@@ -224,7 +219,9 @@ func (o *runOptions) handleSignals(ctx context.Context) {
 	}
 }
 
-func (o *runOptions) reload(ctx context.Context) {
+// reload applies the programs in the config file as it is now; sigs is
+// subscribed to any signal the new programs want forwarded.
+func (o *runOptions) reload(ctx context.Context, sigs chan<- os.Signal) {
 	if o.reloadPrograms == nil {
 		o.log.Info("SIGHUP: nothing to reload")
 		return
@@ -237,6 +234,10 @@ func (o *runOptions) reload(ctx context.Context) {
 	if err := o.sup.Apply(ctx, programs); err != nil {
 		o.log.Error("SIGHUP: programs not applied", "err", err)
 		return
+	}
+	// Never Notify with an empty list: that means every signal.
+	if more := o.sup.ForwardedSignals(); len(more) > 0 && sigs != nil {
+		signal.Notify(sigs, toOSSignals(more)...)
 	}
 	o.log.Info("SIGHUP: programs reloaded", "programs", len(programs))
 }

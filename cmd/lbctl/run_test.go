@@ -206,7 +206,7 @@ programs:
     command: [sleep, "100"]
     startsecs: 0
 `), 0o644)
-	o.reload(ctx)
+	o.reload(ctx, nil)
 	waitRunning("added")
 	if _, err := o.sup.StatusOf("drop"); !errors.Is(err, supervisor.ErrUnknownProgram) {
 		t.Errorf("drop still supervised: %v", err)
@@ -215,7 +215,7 @@ programs:
 		t.Error("unchanged program was restarted")
 	}
 	os.WriteFile(cfgPath, []byte("programs: [{name: x}]\n"), 0o644)
-	o.reload(ctx) // invalid: logged, nothing changes
+	o.reload(ctx, nil) // invalid: logged, nothing changes
 	if _, err := o.sup.StatusOf("added"); err != nil {
 		t.Errorf("invalid reload changed the programs: %v", err)
 	}

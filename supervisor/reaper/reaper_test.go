@@ -54,17 +54,15 @@ func (l *lockedBuffer) String() string {
 }
 
 // runAsPID1 starts lbctl run with config as PID 1 of a new PID namespace; it
-// returns the unshare command, lbctl's host pid and its output.
-func runAsPID1(t *testing.T, bin, config string) (*exec.Cmd, int, *lockedBuffer) {
+// returns the unshare command, lbctl's host pid and its output. The config
+// file is left in the directory *cfgPath names.
+func runAsPID1(t *testing.T, bin, config string, cfgPath *string) (*exec.Cmd, int, *lockedBuffer) {
 	t.Helper()
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "lbctl.yaml")
-	config = fmt.Sprintf("control:\n  socket: %s/lbctl.sock\n%s", dir, config)
-	if err := os.WriteFile(cfgPath, []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	*cfgPath = filepath.Join(dir, "lbctl.yaml")
+	writeConfig(t, *cfgPath, config)
 	out := &lockedBuffer{}
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "--mount-proc", bin, "run", "-c", cfgPath)
+	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "--mount-proc", bin, "run", "-c", *cfgPath)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second // orphans may hold the output pipe
 	if err := cmd.Start(); err != nil {
@@ -85,6 +83,15 @@ func runAsPID1(t *testing.T, bin, config string) (*exec.Cmd, int, *lockedBuffer)
 		return errors.New("not started yet")
 	})
 	return cmd, init, out
+}
+
+// writeConfig writes an lbctl.yaml with its control socket next to it.
+func writeConfig(t *testing.T, path, programs string) {
+	t.Helper()
+	config := fmt.Sprintf("control:\n  socket: %s/lbctl.sock\n%s", filepath.Dir(path), programs)
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 type proc struct {
@@ -122,14 +129,16 @@ func readProc(pid int) (proc, bool) {
 
 func TestPID1ReapsOrphansAndStopsCleanly(t *testing.T) {
 	bin := buildLbctl(t)
-	cmd, init, out := runAsPID1(t, bin, `programs:
+	var cfgPath string
+	programs := `programs:
   - name: orphaner
     command: [sh, -c, 'for i in 1 2 3 4 5; do (sh -c "exit 0" &); done; (exec sleep 1000 &); echo spawned; exec sleep 1000']
     startsecs: 0
   - name: other
     command: [sleep, "1000"]
     startsecs: 0
-`)
+`
+	cmd, init, out := runAsPID1(t, bin, programs, &cfgPath)
 	testrig.WaitFor(t, 10*time.Second, "orphans spawned", func() error {
 		if !strings.Contains(out.String(), "orphaner | spawned") {
 			return fmt.Errorf("output: %s", out.String())
@@ -170,6 +179,23 @@ func TestPID1ReapsOrphansAndStopsCleanly(t *testing.T) {
 		return nil
 	})
 
+	// SIGHUP to PID 1 reaches the worker, which adds the new program and
+	// forwards it the signal it asks for.
+	writeConfig(t, cfgPath, programs+`  - name: added
+    command: [sh, -c, "trap 'echo got-usr1' USR1; echo added-up; while :; do sleep 0.02; done"]
+    startsecs: 0
+    forward_signals: [USR1]
+`)
+	if err := syscall.Kill(init, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, out, "SIGHUP: programs reloaded")
+	waitOutput(t, out, "added | added-up")
+	if err := syscall.Kill(init, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, out, "added | got-usr1")
+
 	// docker stop: SIGTERM to PID 1, forwarded to the worker, clean exit.
 	if err := syscall.Kill(init, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -186,12 +212,13 @@ func TestPID1ReapsOrphansAndStopsCleanly(t *testing.T) {
 
 func TestPID1PassesOnEssentialFailure(t *testing.T) {
 	bin := buildLbctl(t)
+	var cfgPath string
 	cmd, _, out := runAsPID1(t, bin, `programs:
   - name: doomed
     command: [sh, -c, "exit 4"]
     essential: true
     startretries: 0
-`)
+`, &cfgPath)
 	err := waitExit(t, cmd)
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
@@ -200,6 +227,16 @@ func TestPID1PassesOnEssentialFailure(t *testing.T) {
 	if !strings.Contains(out.String(), "essential program doomed is FATAL") {
 		t.Errorf("output lacks the reason:\n%s", out.String())
 	}
+}
+
+func waitOutput(t *testing.T, out *lockedBuffer, text string) {
+	t.Helper()
+	testrig.WaitFor(t, 10*time.Second, text, func() error {
+		if !strings.Contains(out.String(), text) {
+			return fmt.Errorf("output:\n%s", out.String())
+		}
+		return nil
+	})
 }
 
 func waitExit(t *testing.T, cmd *exec.Cmd) error {
