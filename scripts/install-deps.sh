@@ -18,6 +18,8 @@ install_debian_packages() {
   local missing=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
   command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  # A real compose parser for the docker-compose.yaml test (needs no engine).
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "apt-get install ${missing[*]}"
   as_root apt-get update -qq
