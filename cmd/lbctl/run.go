@@ -39,6 +39,9 @@ type runOptions struct {
 	// beforeStop, when set, runs once ctx ends and before any program is
 	// stopped (deregister from Consul while nginx still serves).
 	beforeStop func(context.Context)
+	// lb renders, reloads, publishes and registers (run_lb.go); nil when the
+	// config renders nothing and lbctl run only supervises.
+	lb *loadBalancer
 }
 
 func newRunCmd(g *globalOptions) *cobra.Command {
@@ -89,7 +92,7 @@ func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 	if err != nil {
 		return nil, &exitError{code: exitConfig, err: err}
 	}
-	return &runOptions{
+	o := &runOptions{
 		cfg:      cfg,
 		log:      log,
 		sup:      sup,
@@ -101,7 +104,11 @@ func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 			}
 			return loadPrograms(cfg, log)
 		},
-	}, nil
+	}
+	if err := o.addLoadBalancer(); err != nil {
+		return nil, &exitError{code: exitConfig, err: err}
+	}
+	return o, nil
 }
 
 // loadPrograms is the config's programs followed by those of its
@@ -144,11 +151,18 @@ func runLB(ctx context.Context, o *runOptions) error {
 			return err
 		}
 		servers++
-		go func() { errc <- metrics.Serve(ctx, lis, metrics.Handler(o.registry, nil), o.log) }()
+		go func() { errc <- metrics.Serve(ctx, lis, metrics.Handler(o.registry, o.health()), o.log) }()
 	}
 	go o.handleSignals(ctx)
+	lbErr := make(chan error, 1)
+	o.startLoadBalancer(ctx, func(err error) { lbErr <- err; cancel() })
 	err = o.sup.Run(o.supervisorContext(ctx))
 	cancel()
+	select {
+	case e := <-lbErr:
+		err = errors.Join(err, e)
+	default:
+	}
 	for range servers { // the socket file is gone once they return
 		if serr := <-errc; serr != nil {
 			o.log.Error("server", "err", serr)

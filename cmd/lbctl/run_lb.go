@@ -231,3 +231,49 @@ func (lb *loadBalancer) deregister(ctx context.Context) {
 	}
 	lb.log.Info("load balancer deregistered", "service_id", lb.registrar.Service().ID)
 }
+
+// addLoadBalancer sets up the load-balancer side of lbctl run when the config
+// renders anything: nginx's first-render gate is then opened by lbctl, and
+// the load balancer is deregistered before any program is stopped.
+func (o *runOptions) addLoadBalancer() error {
+	if !wantsLoadBalancer(o.cfg) {
+		return nil
+	}
+	lb, err := newLoadBalancer(o.cfg, o.log, o.sup, o.registry)
+	if err != nil {
+		return err
+	}
+	o.lb = lb
+	o.openGates = append(o.openGates, firstRenderGate)
+	o.beforeStop = func(ctx context.Context) { lb.deregister(ctx) }
+	return nil
+}
+
+// startLoadBalancer renders the first config, opens nginx's gate and then
+// follows Consul until ctx ends. A first render that can never succeed (nginx
+// -t rejects it and no earlier config exists) ends lbctl run through stop.
+func (o *runOptions) startLoadBalancer(ctx context.Context, stop func(error)) {
+	if o.lb == nil {
+		return
+	}
+	go func() {
+		if err := o.lb.firstRender(ctx); err != nil {
+			if ctx.Err() == nil {
+				stop(err)
+			}
+			return
+		}
+		o.sup.OpenGate(firstRenderGate)
+		if err := o.lb.run(ctx); err != nil {
+			stop(err)
+		}
+	}()
+}
+
+// health is /healthz: the load balancer's when there is one.
+func (o *runOptions) health() func() error {
+	if o.lb == nil {
+		return nil
+	}
+	return o.lb.healthy
+}
