@@ -1,7 +1,9 @@
 // Package demo runs lbctl's local demo stack on loopback, no Docker needed:
-// a Consul agent, greeter backends, nginx rendered by lbctl, and a client
-// calling through it. It prints what happens and returns the figures, which
-// the end-to-end test asserts.
+// a Consul agent, `lbctl run` supervising nginx, greeter instances run by
+// `lbctl register --`, and clients calling through the load balancer and
+// straight from Consul (consul:// resolver). Then a blue/green switch under
+// load. It prints what happens and returns the figures, which the end-to-end
+// test asserts.
 package demo
 
 import (
@@ -9,40 +11,57 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
-
-	"github.com/lbctl/lbctl/greeter"
 )
 
 // Options say where the binaries are and where the demo may write.
 type Options struct {
 	LBCTL, Greeter, Consul, Nginx string // binaries
 	Dir                           string // work directory (configs, logs)
-	Calls                         int    // calls through the load balancer
-	Out                           io.Writer
+	Calls                         int    // calls per path in the first phase
+	// SwitchLoad is how many concurrent clients call through the load
+	// balancer during the blue/green switch.
+	SwitchLoad int
+	Out        io.Writer
 }
 
 // Report is what the demo measured.
 type Report struct {
-	Calls       int
-	Failed      int
-	ByInstance  map[string]int
-	LBAddr      string
-	ConsulAddr  string
-	RenderedCfg string
+	LBAddr, ConsulAddr string
+	// ThroughLB and ViaResolver count who answered the first phase's calls.
+	ThroughLB, ViaResolver Tally
+	// Switch is the blue/green switch under load.
+	Switch SwitchReport
+}
+
+// Tally counts calls by answering instance.
+type Tally struct {
+	Calls, Failed int
+	ByInstance    map[string]int
+}
+
+// SwitchReport is the blue/green switch: blues drained while calls flowed.
+type SwitchReport struct {
+	Calls, Failed int64
+	// Before, During and After count answers by version in each phase:
+	// before the blues got SIGTERM, while they drained, after they exited.
+	Before, During, After map[string]int64
+	// Converge is from SIGTERM to the blues until every blue had exited
+	// (drained, finished its calls, deregistered).
+	Converge time.Duration
 }
 
 // stack is everything the demo started, stopped in reverse order.
 type stack struct {
-	opts  Options
-	procs []*proc
+	opts       Options
+	procs      []*proc
+	consulAddr string
+	client     *api.Client
+	lbAddr     string
 }
 
 func (s *stack) say(format string, args ...any) {
@@ -51,133 +70,138 @@ func (s *stack) say(format string, args ...any) {
 
 func (s *stack) stopAll() {
 	for i := len(s.procs) - 1; i >= 0; i-- {
-		s.procs[i].stop(syscall.SIGTERM, 10*time.Second)
+		s.procs[i].stop(syscall.SIGTERM, 15*time.Second)
 	}
 }
 
-// Run starts the stack, makes the calls, stops everything and reports.
+// Run starts the stack, runs both phases, stops everything and reports.
 func Run(ctx context.Context, opts Options) (Report, error) {
 	s := &stack{opts: opts}
 	defer s.stopAll()
-	consulAddr, client, err := s.startConsul()
+	if err := s.startConsul(); err != nil {
+		return Report{}, err
+	}
+	if err := s.startLB(); err != nil {
+		return Report{}, err
+	}
+	blues, err := s.startGreeters("blue", 2)
 	if err != nil {
 		return Report{}, err
 	}
-	if err := s.startGreeters(client, "blue", 2); err != nil {
+	if err := s.awaitServing(ctx, "greeter-blue-1", "greeter-blue-2"); err != nil {
 		return Report{}, err
 	}
-	lbPort, err := freePort()
-	if err != nil {
-		return Report{}, err
-	}
-	cfgPath, err := s.writeConfigs(consulAddr, lbPort)
-	if err != nil {
-		return Report{}, err
-	}
-	rendered, err := s.render(cfgPath)
-	if err != nil {
-		return Report{}, err
-	}
-	if err := s.startNginx(); err != nil {
-		return Report{}, err
-	}
-	lbAddr := "127.0.0.1:" + strconv.Itoa(lbPort)
-	r := s.callThrough(ctx, lbAddr)
-	r.LBAddr, r.ConsulAddr, r.RenderedCfg = lbAddr, consulAddr, rendered
-	return r, nil
+	r := Report{LBAddr: s.lbAddr, ConsulAddr: s.consulAddr}
+	r.ThroughLB = s.callThroughLB(ctx)
+	r.ViaResolver = s.callViaResolver(ctx)
+	r.Switch, err = s.blueGreen(ctx, blues)
+	return r, err
 }
 
-func (s *stack) startConsul() (string, *api.Client, error) {
-	ports := make([]int, 4)
-	for i := range ports {
-		p, err := freePort()
-		if err != nil {
-			return "", nil, err
-		}
-		ports[i] = p
+func (s *stack) startConsul() error {
+	ports, err := freePorts(4)
+	if err != nil {
+		return err
 	}
 	p, err := start(s.opts.Dir, "consul", s.opts.Consul, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1",
-		"-http-port="+strconv.Itoa(ports[0]), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-serf-lan-port="+strconv.Itoa(ports[1]), "-serf-wan-port="+strconv.Itoa(ports[2]),
-		"-server-port="+strconv.Itoa(ports[3]), "-log-level=warn", "-node=demo")
+		fmt.Sprint("-http-port=", ports[0]), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		fmt.Sprint("-serf-lan-port=", ports[1]), fmt.Sprint("-serf-wan-port=", ports[2]),
+		fmt.Sprint("-server-port=", ports[3]), "-log-level=warn", "-node=demo")
 	if err != nil {
-		return "", nil, err
+		return err
 	}
 	s.procs = append(s.procs, p)
-	addr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	client, err := api.NewClient(&api.Config{Address: addr})
-	if err != nil {
-		return "", nil, err
+	s.consulAddr = fmt.Sprint("127.0.0.1:", ports[0])
+	if s.client, err = api.NewClient(&api.Config{Address: s.consulAddr}); err != nil {
+		return err
 	}
 	err = waitUntil(30*time.Second, "consul to elect a leader", func() error {
 		if err := p.running(); err != nil {
 			return err
 		}
-		leader, err := client.Status().Leader()
+		leader, err := s.client.Status().Leader()
 		if err == nil && leader == "" {
 			err = fmt.Errorf("no leader yet")
 		}
 		return err
 	})
-	s.say("consul agent -dev on %s (UI: http://%s/ui)", addr, addr)
-	return addr, client, err
+	s.say("consul agent -dev on %s (UI: http://%s/ui)", s.consulAddr, s.consulAddr)
+	return err
 }
 
-// startGreeters starts n greeter instances tagged tag and registers each with
-// a gRPC health check.
-func (s *stack) startGreeters(client *api.Client, tag string, n int) error {
-	for i := 1; i <= n; i++ {
-		port, err := freePort()
+func freePorts(n int) ([]int, error) {
+	ports := make([]int, n)
+	for i := range ports {
+		p, err := freePort()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		name := fmt.Sprintf("greeter-%s-%d", tag, i)
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		p, err := start(s.opts.Dir, name, s.opts.Greeter, "-listen", addr, "-instance", name, "-version", tag)
-		if err != nil {
-			return err
-		}
-		s.procs = append(s.procs, p)
-		reg := &api.AgentServiceRegistration{
-			ID: name, Name: "greeter", Address: "127.0.0.1", Port: port, Tags: []string{tag},
-			Meta:  map[string]string{"version": tag},
-			Check: &api.AgentServiceCheck{GRPC: addr, Interval: "1s", Timeout: "1s"},
-		}
-		if err := client.Agent().ServiceRegister(reg); err != nil {
-			return fmt.Errorf("register %s: %w", name, err)
-		}
-		s.say("started %s on %s, registered in Consul with a gRPC health check", name, addr)
+		ports[i] = p
 	}
-	return waitUntil(30*time.Second, "greeters to pass their health checks", func() error {
-		entries, _, err := client.Health().Service("greeter", tag, true, nil)
-		if err == nil && len(entries) < n {
-			err = fmt.Errorf("%d of %d passing", len(entries), n)
+	return ports, nil
+}
+
+// startLB writes the load balancer's configs and starts `lbctl run`.
+func (s *stack) startLB() error {
+	lbDir := filepath.Join(s.opts.Dir, "lb")
+	if err := os.MkdirAll(filepath.Join(lbDir, "conf.d"), 0o755); err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.lbAddr = fmt.Sprint("127.0.0.1:", port)
+	if err := os.WriteFile(filepath.Join(lbDir, "nginx.conf"), []byte(nginxConf(lbDir)), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(lbDir, "lbctl.yaml"), []byte(s.lbConfig(lbDir, port)), 0o644); err != nil {
+		return err
+	}
+	p, err := start(lbDir, "lbctl-run", s.opts.LBCTL, "run", "--config", filepath.Join(lbDir, "lbctl.yaml"))
+	if err != nil {
+		return err
+	}
+	s.procs = append(s.procs, p)
+	s.say("lbctl run: supervises nginx, renders greeter's upstream from Consul, reloads on change; gRPC on %s", s.lbAddr)
+	return waitUntil(30*time.Second, "lbctl run to register the load balancer", func() error {
+		if err := p.running(); err != nil {
+			return err
+		}
+		entries, _, err := s.client.Health().Service("grpc-lb", "", true, nil)
+		if err == nil && len(entries) == 0 {
+			err = fmt.Errorf("grpc-lb not passing yet")
 		}
 		return err
 	})
 }
 
-func (s *stack) writeConfigs(consulAddr string, lbPort int) (string, error) {
-	confD := filepath.Join(s.opts.Dir, "conf.d")
-	if err := os.MkdirAll(confD, 0o755); err != nil {
-		return "", err
-	}
-	lbctlYAML := fmt.Sprintf(`# The demo's lbctl config: one gRPC service behind nginx.
-consul:
-  address: %s
+func (s *stack) lbConfig(dir string, port int) string {
+	return fmt.Sprintf(`# The demo load balancer: lbctl run supervising nginx.
+consul: {address: %[1]s}
 nginx:
-  binary: %s
-  config: %s/nginx.conf
-  services_conf: %s/lbctl.conf
+  binary: %[2]s
+  config: %[3]s/nginx.conf
+  prefix: %[3]s
+  error_log: %[3]s/nginx-error.log
+  services_conf: %[3]s/conf.d/lbctl.conf
+lb_id: demo-lb
 services:
   - name: greeter
-    listen: 127.0.0.1:%d
-`, consulAddr, s.opts.Nginx, s.opts.Dir, confD, lbPort)
-	cfgPath := filepath.Join(s.opts.Dir, "lbctl.yaml")
-	if err := os.WriteFile(cfgPath, []byte(lbctlYAML), 0o644); err != nil {
-		return "", err
-	}
-	return cfgPath, os.WriteFile(filepath.Join(s.opts.Dir, "nginx.conf"), []byte(nginxConf(s.opts.Dir)), 0o644)
+    listen: 127.0.0.1:%[4]d
+control: {socket: %[3]s/lbctl.sock}
+programs:
+  - name: nginx
+    command: [%[2]s, -p, %[3]s, -c, %[3]s/nginx.conf, -g, "daemon off;"]
+    wait_for_gates: [first-render]
+    stopsignal: QUIT
+    essential: true
+register:
+  name: grpc-lb
+  address: 127.0.0.1
+  port: %[4]d
+  check: {type: tcp, interval: 1s}
+`, s.consulAddr, s.opts.Nginx, dir, port)
 }
 
 func nginxConf(dir string) string {
@@ -186,6 +210,7 @@ func nginxConf(dir string) string {
 		user = "user root;\n"
 	}
 	return user + fmt.Sprintf(`worker_processes 1;
+worker_shutdown_timeout 10s;
 error_log %[1]s/nginx-error.log notice;
 pid %[1]s/nginx.pid;
 events { worker_connections 1024; }
@@ -201,63 +226,42 @@ http {
 `, dir)
 }
 
-func (s *stack) render(cfgPath string) (string, error) {
-	s.say("lbctl render --once --config %s", cfgPath)
-	out, err := exec.Command(s.opts.LBCTL, "render", "--once", "--config", cfgPath).CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("lbctl render: %v: %s", err, out)
+// startGreeters starts n greeters tagged tag, each under `lbctl register --`,
+// which registers it once it listens (gRPC health check) and drains it on SIGTERM.
+func (s *stack) startGreeters(tag string, n int) ([]*proc, error) {
+	dir := filepath.Join(s.opts.Dir, "apps") // no lbctl.yaml here: flags only
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
 	}
-	rendered, err := os.ReadFile(filepath.Join(s.opts.Dir, "conf.d", "lbctl.conf"))
-	if err != nil {
-		return "", err
-	}
-	s.say("rendered %s:\n%s", filepath.Join(s.opts.Dir, "conf.d", "lbctl.conf"), rendered)
-	return string(rendered), nil
-}
-
-func (s *stack) startNginx() error {
-	p, err := start(s.opts.Dir, "nginx", s.opts.Nginx, "-p", s.opts.Dir, "-c", filepath.Join(s.opts.Dir, "nginx.conf"), "-g", "daemon off;")
-	if err != nil {
-		return err
-	}
-	s.procs = append(s.procs, p)
-	return waitUntil(10*time.Second, "nginx to start", func() error {
-		if err := p.running(); err != nil {
-			return err
+	var started []*proc
+	for i := 1; i <= n; i++ {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
 		}
-		_, err := os.Stat(filepath.Join(s.opts.Dir, "nginx.pid"))
+		name := fmt.Sprintf("greeter-%s-%d", tag, i)
+		p, err := start(dir, name, s.opts.LBCTL, "register", "--consul-addr", s.consulAddr,
+			"--name", "greeter", "--id", name, "--address", "127.0.0.1", "--port", fmt.Sprint(port),
+			"--tag", tag, "--meta", "version="+tag, "--check", "grpc", "--check-interval", "1s",
+			"--drain-timeout", "10s", "--",
+			s.opts.Greeter, "-listen", fmt.Sprint("127.0.0.1:", port), "-instance", name, "-version", tag)
+		if err != nil {
+			return nil, err
+		}
+		s.procs = append(s.procs, p)
+		started = append(started, p)
+		s.say("lbctl register -- greeter-server: %s on 127.0.0.1:%d, tag %s", name, port, tag)
+	}
+	return started, waitUntil(30*time.Second, tag+" greeters passing in Consul", func() error {
+		for _, p := range started {
+			if err := p.running(); err != nil {
+				return err
+			}
+		}
+		entries, _, err := s.client.Health().Service("greeter", tag, true, nil)
+		if err == nil && len(entries) < n {
+			err = fmt.Errorf("%d of %d passing", len(entries), n)
+		}
 		return err
 	})
-}
-
-// callThrough makes the demo's calls through nginx and tallies who answered.
-func (s *stack) callThrough(ctx context.Context, lbAddr string) Report {
-	r := Report{Calls: s.opts.Calls, ByInstance: map[string]int{}}
-	conn, client, err := greeter.Dial(lbAddr)
-	if err != nil {
-		r.Failed = r.Calls
-		return r
-	}
-	defer conn.Close()
-	s.say("calling greeter %d times through nginx on %s", s.opts.Calls, lbAddr)
-	for i := 0; i < s.opts.Calls; i++ {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		reply, err := greeter.Hello(cctx, client, "demo")
-		cancel()
-		if err != nil {
-			r.Failed++
-			continue
-		}
-		r.ByInstance[reply.GetInstance()]++
-	}
-	names := make([]string, 0, len(r.ByInstance))
-	for n := range r.ByInstance {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		s.say("  %-16s answered %d calls", n, r.ByInstance[n])
-	}
-	s.say("calls: %d, failed: %d", r.Calls, r.Failed)
-	return r
 }

@@ -18,7 +18,7 @@ type proc struct {
 	exited chan struct{}
 }
 
-// start runs bin with args, logging to dir/name.log. The process dies with the demo.
+// start runs bin with args in dir, logging to dir/name.log. The process dies with the demo.
 func start(dir, name, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
@@ -26,6 +26,7 @@ func start(dir, name, bin string, args ...string) (*proc, error) {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
