@@ -62,7 +62,8 @@ type result struct {
 	name              string
 	restarts          []time.Duration
 	shutdowns         []time.Duration
-	rssKB             int
+	rssKB, anonKB     int
+	pssKB             int
 	supervisorVersion string
 }
 
@@ -87,6 +88,9 @@ func run(rounds, shutdowns int, lbctl string, install bool) error {
 		return err
 	}
 	subjects := []subject{lbctlSubject{bin: lbctl}, supervisordSubject{bin: supervisord}}
+	if _, err := exec.LookPath("unshare"); err == nil && os.Geteuid() == 0 {
+		subjects = slices.Insert(subjects, 1, subject(lbctlPID1Subject{lbctlSubject{bin: lbctl}}))
+	}
 	baseline, err := directStarts(self, work, rounds)
 	if err != nil {
 		return fmt.Errorf("direct start: %w", err)
@@ -125,6 +129,65 @@ type subject interface {
 	// returns the command that runs it in the foreground.
 	command(dir string, programs map[string][]string) (*exec.Cmd, error)
 	version() string
+	// processes are the supervisor's own processes, once it runs cmd: the
+	// first gets SIGTERM, RSS is summed over all.
+	processes(cmd *exec.Cmd) ([]int, error)
+}
+
+func (lbctlSubject) processes(cmd *exec.Cmd) ([]int, error) { return []int{cmd.Process.Pid}, nil }
+func (supervisordSubject) processes(cmd *exec.Cmd) ([]int, error) {
+	return []int{cmd.Process.Pid}, nil
+}
+
+// lbctlPID1Subject is lbctl as PID 1 of a new PID namespace, as in a
+// container: init and worker.
+type lbctlPID1Subject struct{ lbctlSubject }
+
+func (lbctlPID1Subject) name() string { return "lbctl as PID 1" }
+func (l lbctlPID1Subject) command(dir string, programs map[string][]string) (*exec.Cmd, error) {
+	cmd, err := l.lbctlSubject.command(dir, programs)
+	if err != nil {
+		return nil, err
+	}
+	return exec.Command("unshare", append([]string{"--pid", "--fork", "--kill-child", "--mount-proc"}, cmd.Args...)...), nil
+}
+func (lbctlPID1Subject) processes(cmd *exec.Cmd) ([]int, error) {
+	initPIDs := childrenOf(cmd.Process.Pid)
+	if len(initPIDs) != 1 {
+		return nil, fmt.Errorf("unshare has %d children, want 1", len(initPIDs))
+	}
+	out := []int{initPIDs[0]}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", initPIDs[0]))
+	for _, c := range childrenOf(initPIDs[0]) {
+		if cexe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", c)); cexe == exe {
+			out = append(out, c) // the worker
+		}
+	}
+	if len(out) != 2 {
+		return nil, fmt.Errorf("found init %d but no worker", initPIDs[0])
+	}
+	return out, nil
+}
+
+// childrenOf scans /proc for the children of pid.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range entries {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n))
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 type lbctlSubject struct{ bin string }
@@ -213,15 +276,41 @@ func listen(path string) (chan checkin, func(), error) {
 					return
 				}
 				var ci checkin
-				if _, err := fmt.Sscanf(line, "%s %d", &ci.name, &ci.pid); err == nil {
-					ci.at = at
-					ch <- ci
+				if _, err := fmt.Sscanf(line, "%s %d", &ci.name, &ci.pid); err != nil {
+					return
 				}
+				// The pid as this process sees it: the child may be in
+				// another PID namespace, where its own pid means something else.
+				if ci.pid, err = peerPID(c); err != nil {
+					return
+				}
+				ci.at = at
+				ch <- ci
 				// Keep c open: the child lives on.
 			}()
 		}
 	}()
 	return ch, func() { l.Close() }, nil
+}
+
+// peerPID is the pid of the process at the other end of a unix connection,
+// translated by the kernel into this process's PID namespace.
+func peerPID(c net.Conn) (int, error) {
+	raw, err := c.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var cred *syscall.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if credErr != nil {
+		return 0, credErr
+	}
+	return int(cred.Pid), nil
 }
 
 func measure(s subject, self, work string, rounds, shutdowns int) (result, error) {
@@ -262,8 +351,21 @@ func measure(s subject, self, work string, rounds, shutdowns int) (result, error
 			stop()
 			return r, err
 		}
+		procs, err := s.processes(cmd)
+		if err != nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+			stop()
+			return r, err
+		}
 		if i == 0 {
-			r.rssKB = rssKB(cmd.Process.Pid)
+			r.rssKB, r.anonKB = 0, 0
+			for _, p := range procs {
+				rss, anon := rssKB(p)
+				r.rssKB += rss
+				r.anonKB += anon
+				r.pssKB += pssKB(p)
+			}
 			if r.restarts, err = crashRounds(checkins, pids["one"].pid, rounds); err != nil {
 				cmd.Process.Kill()
 				cmd.Wait()
@@ -272,7 +374,7 @@ func measure(s subject, self, work string, rounds, shutdowns int) (result, error
 			}
 		}
 		t0 := time.Now()
-		cmd.Process.Signal(syscall.SIGTERM)
+		syscall.Kill(procs[0], syscall.SIGTERM)
 		err = cmd.Wait()
 		r.shutdowns = append(r.shutdowns, time.Since(t0))
 		devnull.Close()
@@ -324,18 +426,37 @@ func waitCheckins(ch chan checkin, n int, keep func(checkin) bool) (map[string]c
 	return got, nil
 }
 
-func rssKB(pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// pssKB is a process's proportional set size: pages shared with other
+// processes (init and worker share the executable's) count by their share.
+func pssKB(pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
 			kb, _ := strconv.Atoi(strings.Fields(rest)[0])
 			return kb
 		}
 	}
 	return 0
+}
+
+// rssKB is a process's resident set and the anonymous part of it, in kB.
+func rssKB(pid int) (rss, anon int) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			rss, _ = strconv.Atoi(strings.Fields(rest)[0])
+		}
+		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			anon, _ = strconv.Atoi(strings.Fields(rest)[0])
+		}
+	}
+	return rss, anon
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {
@@ -402,6 +523,8 @@ func printTable(results []result, baseline []time.Duration, rounds, shutdowns in
 	row(fmt.Sprintf("SIGTERM -> exit, 3 programs, p50 (%d runs)", shutdowns), func(r result) string { return ms(percentile(r.shutdowns, 0.5)) })
 	row("SIGTERM -> exit, 3 programs, max", func(r result) string { return ms(slices.Max(r.shutdowns)) })
 	row("RSS of the supervisor, 3 programs", func(r result) string { return fmt.Sprintf("%.1f MB", float64(r.rssKB)/1024) })
+	row("  of which anonymous (heap, stacks)", func(r result) string { return fmt.Sprintf("%.1f MB", float64(r.anonKB)/1024) })
+	row("PSS (shared pages counted once)", func(r result) string { return fmt.Sprintf("%.1f MB", float64(r.pssKB)/1024) })
 	tw.Flush()
 }
 
