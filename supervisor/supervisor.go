@@ -58,15 +58,16 @@ type Supervisor struct {
 	// applyMu serialises Apply and the shutdown at the end of Run.
 	applyMu sync.Mutex
 
-	mu       sync.Mutex
-	programs map[string]*program
-	order    []string // start order; stopped in reverse
-	cancels  map[string]context.CancelFunc
-	gates    map[string]bool
-	pidWatch map[string][]chan int
-	lastPID  map[string]int
-	running  bool
-	done     chan struct{} // closed when Run returns
+	mu           sync.Mutex
+	programs     map[string]*program
+	order        []string // start order; stopped in reverse
+	cancels      map[string]context.CancelFunc
+	gates        map[string]bool
+	pidWatch     map[string][]chan int
+	lastPID      map[string]int
+	running      bool
+	shuttingDown bool          // Run is stopping everything
+	done         chan struct{} // closed when Run returns
 }
 
 // New checks programs (unique names, known dependencies, no cycles) and
@@ -215,6 +216,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
 	s.mu.Lock()
+	s.shuttingDown = true // under applyMu: no Apply adds programs from here on
 	order := slices.Clone(s.order)
 	s.mu.Unlock()
 	for _, name := range slices.Backward(order) {
@@ -495,23 +497,17 @@ func (s *Supervisor) Apply(ctx context.Context, programs []Program) error {
 	}
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
-	select {
-	case <-s.done:
-		return ErrSupervisorDone
-	default:
-	}
 	s.mu.Lock()
-	running := s.running
+	usable := s.running && !s.shuttingDown
 	oldOrder := slices.Clone(s.order)
 	s.mu.Unlock()
-	if !running {
+	if !usable {
 		return ErrSupervisorDone
 	}
 	byName := map[string]Program{}
 	for _, p := range programs {
 		byName[p.Name] = p
 	}
-	var errs []error
 	for _, name := range slices.Backward(oldOrder) {
 		next, keep := byName[name]
 		p, _ := s.lookup(name)
@@ -532,7 +528,7 @@ func (s *Supervisor) Apply(ctx context.Context, programs []Program) error {
 	s.order = order
 	s.mu.Unlock()
 	s.changes.notify()
-	return errors.Join(errs...)
+	return nil
 }
 
 // remove stops a program, ends its loop and forgets it.

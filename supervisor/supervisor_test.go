@@ -488,3 +488,17 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 	}
 	return 0, false
 }
+
+func TestApplyAfterShutdownAddsNothing(t *testing.T) {
+	h := start(t, prog("a", "exec sleep 100"))
+	h.waitState("a", Running)
+	if err := h.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sup.Apply(context.Background(), []Program{prog("late", "exec sleep 100")}); !errors.Is(err, ErrSupervisorDone) {
+		t.Errorf("Apply after Run = %v, want ErrSupervisorDone", err)
+	}
+	if st := h.sup.Status(); len(st) != 0 {
+		t.Errorf("programs after shutdown: %+v", st)
+	}
+}
