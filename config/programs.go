@@ -54,9 +54,10 @@ type Program struct {
 	// ForwardSignals are signals lbctl receives and passes on to this program.
 	ForwardSignals []string `yaml:"forward_signals"`
 	// LogFile, when set, also gets the program's output, rotated at
-	// LogFileMaxBytes (default 50 MB) keeping LogFileBackups old files (default 10).
+	// LogFileMaxBytes (default 50 MB, 0 never) keeping LogFileBackups old
+	// files (default 10).
 	LogFile         string `yaml:"logfile"`
-	LogFileMaxBytes int64  `yaml:"logfile_maxbytes"`
+	LogFileMaxBytes *int64 `yaml:"logfile_maxbytes"`
 	LogFileBackups  *int   `yaml:"logfile_backups"`
 }
 
@@ -105,8 +106,8 @@ func (p *Program) setDefaults() {
 	if p.StopWaitSecs == nil {
 		p.StopWaitSecs = ptr(10.0)
 	}
-	if p.LogFile != "" && p.LogFileMaxBytes == 0 {
-		p.LogFileMaxBytes = 50 << 20
+	if p.LogFileMaxBytes == nil {
+		p.LogFileMaxBytes = ptr(int64(50 << 20))
 	}
 	if p.LogFileBackups == nil {
 		p.LogFileBackups = ptr(10)
@@ -203,7 +204,7 @@ func (p *Program) validate(at func(string) string, report reporter) {
 			report(fmt.Sprintf("%s[%d]", at("wait_for_gates"), k), "want a gate name such as first-render, got %q", gate)
 		}
 	}
-	if p.LogFileMaxBytes < 0 {
+	if p.LogFileMaxBytes != nil && *p.LogFileMaxBytes < 0 {
 		report(at("logfile_maxbytes"), "must not be negative")
 	}
 	if p.LogFileBackups != nil && *p.LogFileBackups < 0 {

@@ -104,7 +104,7 @@ func FromConfig(c config.Program) (Program, error) {
 		BackoffMin:   c.Backoff.Min,
 		BackoffMax:   c.Backoff.Max,
 		LogFile:      c.LogFile,
-		LogMaxBytes:  c.LogFileMaxBytes,
+		LogMaxBytes:  50 << 20,
 		StartRetries: 3,
 		LogBackups:   10,
 	}
@@ -113,6 +113,9 @@ func FromConfig(c config.Program) (Program, error) {
 	}
 	if c.LogFileBackups != nil {
 		p.LogBackups = *c.LogFileBackups
+	}
+	if c.LogFileMaxBytes != nil {
+		p.LogMaxBytes = *c.LogFileMaxBytes
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.Environment)) {
 		p.Env = append(p.Env, k+"="+c.Environment[k])

@@ -106,7 +106,7 @@ func programFromEntry(e *svconfig.Entry) (config.Program, error) {
 	}
 	if f := e.GetStringExpression("stdout_logfile", ""); logsToFile(f) {
 		p.LogFile = f
-		p.LogFileMaxBytes = int64(e.GetBytes("stdout_logfile_maxbytes", 50<<20))
+		p.LogFileMaxBytes = ptr(int64(e.GetBytes("stdout_logfile_maxbytes", 50<<20)))
 		p.LogFileBackups = ptr(e.GetInt("stdout_logfile_backups", 10))
 	}
 	return p, nil
