@@ -78,3 +78,13 @@ func TestParseSignal(t *testing.T) {
 		t.Error("NOPE parsed")
 	}
 }
+
+func TestAutorestartTakesUnquotedBooleans(t *testing.T) {
+	cfg, err := Parse("lbctl.yaml", []byte("programs:\n  - {name: a, command: [a], autorestart: true}\n  - {name: b, command: [b], autorestart: false}\n"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Programs[0].Autorestart != AutorestartTrue || cfg.Programs[1].Autorestart != AutorestartFalse {
+		t.Errorf("autorestart = %q, %q", cfg.Programs[0].Autorestart, cfg.Programs[1].Autorestart)
+	}
+}
