@@ -27,7 +27,14 @@ var ignoredKeys = []string{
 // lbctl programs, defaulted and checked, in supervisord's start order
 // (priority, then depends_on). Keys lbctl does not honour come back as
 // warnings, one per program and key.
-func LoadSupervisordINI(path string) ([]config.Program, []string, error) {
+func LoadSupervisordINI(path string) (programs []config.Program, warnings []string, err error) {
+	defer func() {
+		// The library indexes past the end of some malformed values
+		// (environment=A=): a bad file must be an error, not a crash.
+		if r := recover(); r != nil {
+			programs, err = nil, fmt.Errorf("supervisord config %s: cannot parse: %v", path, r)
+		}
+	}()
 	if _, err := os.Stat(path); err != nil {
 		// The library silently reads a missing file as empty.
 		return nil, nil, fmt.Errorf("supervisord config: %w", err)
@@ -36,11 +43,7 @@ func LoadSupervisordINI(path string) ([]config.Program, []string, error) {
 	if _, err := ini.Load(); err != nil {
 		return nil, nil, fmt.Errorf("supervisord config %s: %w", path, err)
 	}
-	var (
-		programs []config.Program
-		warnings []string
-		errs     []error
-	)
+	var errs []error
 	for _, e := range ini.GetEventListeners() {
 		warnings = append(warnings, fmt.Sprintf("%s: [%s]: event listeners are not supported, ignored", path, e.Name))
 	}

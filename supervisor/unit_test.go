@@ -139,6 +139,11 @@ func TestLoadSupervisordINIErrors(t *testing.T) {
 	if _, _, err := LoadSupervisordINI(filepath.Join(t.TempDir(), "missing.conf")); err == nil {
 		t.Error("missing file: no error")
 	}
+	crash := filepath.Join(t.TempDir(), "crash.conf")
+	os.WriteFile(crash, []byte("[program:x]\ncommand=run\nenvironment=A=\n"), 0o644)
+	if _, _, err := LoadSupervisordINI(crash); err == nil {
+		t.Error("environment=A=: no error")
+	}
 	path := filepath.Join(t.TempDir(), "bad.conf")
 	os.WriteFile(path, []byte("[program:x]\ncommand=run\nautorestart=sometimes\nstopsignal=NOPE\n"), 0o644)
 	_, _, err := LoadSupervisordINI(path)
