@@ -1,0 +1,332 @@
+// Command lbctl-bench-memory measures what the load balancer's control plane
+// costs in memory when it watches 100 services × 10 instances: lbctl run
+// (supervising nginx, rendering, reloading) against supervisord running
+// consul-template doing the same job on the same Consul, same machine.
+// It prints the resident memory (RSS) of each, nginx excluded from both.
+//
+//	go run ./cmd/lbctl-bench-memory -lbctl $(which lbctl)
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+type options struct {
+	lbctl, consul, consulTemplate, nginx, supervisord string
+	services, instances                               int
+	settle                                            time.Duration
+}
+
+func main() {
+	home, _ := os.UserHomeDir()
+	cache := filepath.Join(home, ".cache", "lbctl")
+	var o options
+	flag.StringVar(&o.lbctl, "lbctl", "lbctl", "lbctl binary")
+	flag.StringVar(&o.consul, "consul", filepath.Join(cache, "consul-1.21.0", "consul"), "consul binary")
+	flag.StringVar(&o.consulTemplate, "consul-template", filepath.Join(cache, "consul-template-0.41.1", "consul-template"), "consul-template binary")
+	flag.StringVar(&o.nginx, "nginx", "/usr/sbin/nginx", "nginx binary")
+	flag.StringVar(&o.supervisord, "supervisord", "/usr/bin/supervisord", "supervisord binary (Debian: apt-get install supervisor)")
+	flag.IntVar(&o.services, "services", 100, "services watched")
+	flag.IntVar(&o.instances, "instances", 10, "instances per service")
+	flag.DurationVar(&o.settle, "settle", 3*time.Second, "how long the stack runs after its first render before RSS is read")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "lbctl-bench-memory:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	dir, err := os.MkdirTemp("", "lbctl-bench-memory-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	consul, addr, err := startConsul(o.consul, dir)
+	if err != nil {
+		return err
+	}
+	defer stop(consul)
+	if err := registerInstances(addr, o.services, o.instances); err != nil {
+		return err
+	}
+	lb, err := measureLbctl(o, addr, filepath.Join(dir, "lbctl"))
+	if err != nil {
+		return fmt.Errorf("lbctl: %w", err)
+	}
+	sd, ct, err := measureSupervisord(o, addr, filepath.Join(dir, "supervisord"))
+	if err != nil {
+		return fmt.Errorf("supervisord + consul-template: %w", err)
+	}
+	fmt.Printf("RSS watching %d services × %d instances (nginx not counted), after %s settled:\n\n", o.services, o.instances, o.settle)
+	fmt.Println("| stack | RSS |")
+	fmt.Println("|---|---|")
+	fmt.Printf("| lbctl run (supervisor + renderer + reload controller) | %.1f MB (heap and stacks %.1f, binary pages %.1f) |\n",
+		mb(lb.anon+lb.file), mb(lb.anon), mb(lb.file))
+	fmt.Printf("| supervisord 4.2.5 + consul-template 0.41.1 | %.1f MB (%.1f + %.1f) |\n", mb(sd+ct), mb(sd), mb(ct))
+	return nil
+}
+
+func mb(kb int) float64 { return float64(kb) / 1024 }
+
+// startConsul runs a dev agent on free ports and waits for its leader.
+func startConsul(bin, dir string) (*exec.Cmd, string, error) {
+	ports := freePorts(4)
+	cmd := exec.Command(bin, "agent", "-dev", "-bind=127.0.0.1", "-client=127.0.0.1", "-log-level=error",
+		fmt.Sprint("-http-port=", ports[0]), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		fmt.Sprint("-serf-lan-port=", ports[1]), fmt.Sprint("-serf-wan-port=", ports[2]), fmt.Sprint("-server-port=", ports[3]))
+	if err := startLogged(cmd, filepath.Join(dir, "consul.log")); err != nil {
+		return nil, "", err
+	}
+	addr := fmt.Sprint("127.0.0.1:", ports[0])
+	client, _ := api.NewClient(&api.Config{Address: addr})
+	err := poll(30*time.Second, func() error {
+		leader, err := client.Status().Leader()
+		if err == nil && leader == "" {
+			err = fmt.Errorf("no leader")
+		}
+		return err
+	})
+	return cmd, addr, err
+}
+
+// registerInstances puts services × instances passing instances in the catalog.
+func registerInstances(addr string, services, instances int) error {
+	client, err := api.NewClient(&api.Config{Address: addr})
+	if err != nil {
+		return err
+	}
+	for s := range services {
+		for i := range instances {
+			reg := &api.CatalogRegistration{
+				Node: fmt.Sprintf("node-%d", i), Address: fmt.Sprintf("10.0.%d.1", i),
+				Service: &api.AgentService{ID: fmt.Sprintf("svc-%03d-%d", s, i), Service: fmt.Sprintf("svc-%03d", s),
+					Address: fmt.Sprintf("10.%d.%d.%d", s/250, s%250, i+1), Port: 7000 + i, Meta: map[string]string{"version": "v1"}},
+			}
+			if _, err := client.Catalog().Register(reg, nil); err != nil {
+				return fmt.Errorf("register: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// memory is a process's resident memory: anonymous (heap, stacks) and
+// file-backed (the pages of its binary it touched), in kB.
+type memory struct{ anon, file int }
+
+func memoryOf(pid int) (memory, error) {
+	anon, err := statusField(pid, "RssAnon:")
+	if err != nil {
+		return memory{}, err
+	}
+	file, err := statusField(pid, "RssFile:")
+	return memory{anon, file}, err
+}
+
+func measureLbctl(o options, consulAddr, dir string) (memory, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755); err != nil {
+		return memory{}, err
+	}
+	var services strings.Builder
+	for s := range o.services {
+		fmt.Fprintf(&services, "  - {name: svc-%03d, listen: \"127.0.0.1:%d\"}\n", s, freePorts(1)[0])
+	}
+	cfg := fmt.Sprintf(`consul: {address: %q}
+nginx: {binary: %q, config: %q, prefix: %q, services_conf: %q}
+lb_id: bench
+services:
+%scontrol: {socket: %q}
+programs:
+  - name: nginx
+    command: [%q, -p, %q, -c, %q, -g, "daemon off;"]
+    wait_for_gates: [first-render]
+    stopsignal: QUIT
+`, consulAddr, o.nginx, filepath.Join(dir, "nginx.conf"), dir, filepath.Join(dir, "conf.d", "lbctl.conf"),
+		services.String(), filepath.Join(dir, "lbctl.sock"), o.nginx, dir, filepath.Join(dir, "nginx.conf"))
+	if err := writeNginxConf(dir); err != nil {
+		return memory{}, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "lbctl.yaml"), []byte(cfg), 0o644); err != nil {
+		return memory{}, err
+	}
+	cmd := exec.Command(o.lbctl, "run", "--config", filepath.Join(dir, "lbctl.yaml"), "--log-level", "warn")
+	if err := startLogged(cmd, filepath.Join(dir, "lbctl.log")); err != nil {
+		return memory{}, err
+	}
+	defer stop(cmd)
+	if _, err := settledRSS(cmd.Process.Pid, filepath.Join(dir, "conf.d", "lbctl.conf"), o); err != nil {
+		return memory{}, err
+	}
+	return memoryOf(cmd.Process.Pid)
+}
+
+func measureSupervisord(o options, consulAddr, dir string) (supervisord, consulTemplate int, err error) {
+	if err := os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755); err != nil {
+		return 0, 0, err
+	}
+	tpl := `{{ range services }}{{ if ne .Name "consul" }}upstream {{ .Name }} {
+{{ range service .Name }}  server {{ .Address }}:{{ .Port }};
+{{ end }}}
+{{ end }}{{ end }}`
+	out := filepath.Join(dir, "conf.d", "lb.conf")
+	if err := os.WriteFile(filepath.Join(dir, "lb.tpl"), []byte(tpl), 0o644); err != nil {
+		return 0, 0, err
+	}
+	if err := writeNginxConf(dir); err != nil {
+		return 0, 0, err
+	}
+	conf := fmt.Sprintf(`[supervisord]
+nodaemon=true
+logfile=%[1]s/supervisord.log
+pidfile=%[1]s/supervisord.pid
+[unix_http_server]
+file=%[1]s/supervisor.sock
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+[supervisorctl]
+serverurl=unix://%[1]s/supervisor.sock
+[program:nginx]
+command=%[2]s -p %[1]s -c %[1]s/nginx.conf -g "daemon off;"
+stopsignal=QUIT
+[program:consul-template]
+command=%[3]s -consul-addr %[4]s -template "%[1]s/lb.tpl:%[5]s:supervisorctl -c %[1]s/supervisord.conf restart nginx"
+`, dir, o.nginx, o.consulTemplate, consulAddr, out)
+	if err := os.WriteFile(filepath.Join(dir, "supervisord.conf"), []byte(conf), 0o644); err != nil {
+		return 0, 0, err
+	}
+	cmd := exec.Command(o.supervisord, "-c", filepath.Join(dir, "supervisord.conf"))
+	if err := startLogged(cmd, filepath.Join(dir, "supervisord.out")); err != nil {
+		return 0, 0, err
+	}
+	defer stop(cmd)
+	sd, err := settledRSS(cmd.Process.Pid, out, o)
+	if err != nil {
+		return 0, 0, err
+	}
+	ctPID, err := childNamed(cmd.Process.Pid, "consul-template")
+	if err != nil {
+		return 0, 0, err
+	}
+	ct, err := rss(ctPID)
+	return sd, ct, err
+}
+
+func writeNginxConf(dir string) error {
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;\n"
+	}
+	conf := user + fmt.Sprintf("worker_processes 1;\nerror_log %[1]s/error.log;\npid %[1]s/nginx.pid;\nevents {}\nhttp {\n  access_log off;\n  client_body_temp_path %[1]s/t1; proxy_temp_path %[1]s/t2; fastcgi_temp_path %[1]s/t3; uwsgi_temp_path %[1]s/t4; scgi_temp_path %[1]s/t5;\n  include %[1]s/conf.d/*.conf;\n}\n", dir)
+	return os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644)
+}
+
+// settledRSS waits for the first render to reach its file, lets the stack
+// run for the settle time, and reads pid's RSS.
+func settledRSS(pid int, rendered string, o options) (int, error) {
+	err := poll(60*time.Second, func() error {
+		b, err := os.ReadFile(rendered)
+		if err == nil && strings.Count(string(b), "upstream ") < o.services {
+			err = fmt.Errorf("%d upstreams rendered", strings.Count(string(b), "upstream "))
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	time.Sleep(o.settle) // a measurement window, not a wait for an event
+	return rss(pid)
+}
+
+// rss is VmRSS of pid in kB.
+func rss(pid int) (int, error) { return statusField(pid, "VmRSS:") }
+
+// statusField reads one kB figure from /proc/pid/status.
+func statusField(pid int, name string) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == name {
+			return strconv.Atoi(f[1])
+		}
+	}
+	return 0, fmt.Errorf("no %s for pid %d", name, pid)
+}
+
+// childNamed finds the child of parent whose command name is name.
+func childNamed(parent int, name string) (int, error) {
+	entries, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, e := range entries {
+		b, err := os.ReadFile(e)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		open, closeIdx := strings.Index(s, "("), strings.LastIndex(s, ")")
+		if open < 0 || closeIdx < 0 || s[open+1:closeIdx] != name {
+			continue
+		}
+		fields := strings.Fields(s[closeIdx+1:])
+		if len(fields) > 1 && fields[1] == strconv.Itoa(parent) {
+			return strconv.Atoi(strings.Fields(s)[0])
+		}
+	}
+	return 0, fmt.Errorf("no %s under pid %d", name, parent)
+}
+
+func startLogged(cmd *exec.Cmd, logPath string) error {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd.Start()
+}
+
+func stop(cmd *exec.Cmd) {
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+func freePorts(n int) []int {
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := netListen()
+		if err != nil {
+			panic(err)
+		}
+		ports[i] = l
+	}
+	return ports
+}
+
+func poll(timeout time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
