@@ -115,24 +115,33 @@ func (s *stack) blueGreen(ctx context.Context, blues []*proc) (SwitchReport, err
 		<-b.exited
 	}
 	converge := time.Since(termAt)
-	during := gen.Snapshot()
-	if err := awaitCalls(gen, during.Calls+200); err != nil {
-		return SwitchReport{}, err
-	}
+	// Calls started from now on must all reach green. Replies the blues sent
+	// just before exiting may still be on their way to the load, so "after" is
+	// measured with fresh calls, not by a cut in the load's running counts.
+	after := s.tally(ctx, s.lbAddr, 200)
 	stopLoad()
 	final := <-done
 	r := SwitchReport{
-		Calls: final.Calls, Failed: final.Failures, Converge: converge,
+		Calls: final.Calls + int64(after.Calls), Failed: final.Failures + int64(after.Failed), Converge: converge,
 		Before: byVersion(before.ByInstance),
-		During: diff(byVersion(during.ByInstance), byVersion(before.ByInstance)),
-		After:  diff(byVersion(final.ByInstance), byVersion(during.ByInstance)),
+		During: diff(byVersion(final.ByInstance), byVersion(before.ByInstance)),
+		After:  byVersion(toInt64(after.ByInstance)),
 	}
-	s.say("blue/green: before %v, while blues drained %v, after %v", r.Before, r.During, r.After)
+	s.say("blue/green: answers before greens came %v, while greens joined and blues drained %v, calls started after blues exited %v",
+		r.Before, r.During, r.After)
 	s.say("blue/green: calls %d, failed %d, blues drained and exited %s after SIGTERM", r.Calls, r.Failed, r.Converge.Round(time.Millisecond))
 	if final.Failures > 0 {
 		s.say("blue/green: errors: %v", final.Errors)
 	}
 	return r, nil
+}
+
+func toInt64(m map[string]int) map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for k, v := range m {
+		out[k] = int64(v)
+	}
+	return out
 }
 
 func awaitCalls(gen *loadgen.Gen, n int64) error {

@@ -47,8 +47,9 @@ type Tally struct {
 // SwitchReport is the blue/green switch: blues drained while calls flowed.
 type SwitchReport struct {
 	Calls, Failed int64
-	// Before, During and After count answers by version in each phase:
-	// before the blues got SIGTERM, while they drained, after they exited.
+	// Before, During and After count answers by version: before the greens
+	// started; from then until the load stopped (greens joining, blues
+	// draining); and calls started after the blues had exited.
 	Before, During, After map[string]int64
 	// Converge is from SIGTERM to the blues until every blue had exited
 	// (drained, finished its calls, deregistered).
