@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/internal/latest"
 )
 
@@ -133,7 +133,7 @@ func (w *Watcher) watchQuery(ctx context.Context, q Query, results chan<- result
 			}
 			failures++
 			w.reportError(q, err, failures)
-			if !sleepCtx(ctx, backoff(failures, w.MinBackoff, w.MaxBackoff)) {
+			if !backoff.Sleep(ctx, backoff.Delay(failures, w.MinBackoff, w.MaxBackoff, nil)) {
 				return
 			}
 			continue
@@ -200,25 +200,5 @@ func (w *Watcher) reportError(q Query, err error, failures int) {
 	// The first failure and then every tenth: enough to see, not a flood.
 	if failures == 1 || failures%10 == 0 {
 		w.log.Warn("consul query failed; keeping the last good data", "query", q.String(), "failures", failures, "err", err)
-	}
-}
-
-// backoff is capped exponential with full jitter in [d/2, d].
-func backoff(failures int, lo, hi time.Duration) time.Duration {
-	d := lo << min(failures-1, 20)
-	if d <= 0 || d > hi {
-		d = hi
-	}
-	return d/2 + rand.N(d/2+1)
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
 	}
 }

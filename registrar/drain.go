@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/lbstate"
 )
 
@@ -96,7 +97,7 @@ func (r *Registrar) TakeOutOfService(ctx context.Context, mode, reason string) (
 // markOutOfService makes the agent write, retrying until it takes it or ctx
 // ends. gone says the instance is (or already was) deregistered.
 func (r *Registrar) markOutOfService(ctx context.Context, mode, reason string) (gone bool, err error) {
-	b := NewBackoff(50*time.Millisecond, time.Second)
+	b := backoff.New(50*time.Millisecond, time.Second)
 	for {
 		if mode == DrainMaintenance {
 			err = SetMaintenance(ctx, r.client, r.svc.ID, true, reason)
@@ -133,7 +134,7 @@ func (r *Registrar) outOfService(entries []*api.ServiceEntry, gone bool) bool {
 // waitForCatalog runs blocking health queries for the service until done
 // says the answer shows what we wait for, and returns that answer's index.
 func (r *Registrar) waitForCatalog(ctx context.Context, done func([]*api.ServiceEntry) bool) (uint64, error) {
-	b := NewBackoff(50*time.Millisecond, time.Second)
+	b := backoff.New(50*time.Millisecond, time.Second)
 	var index uint64
 	for {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second}).WithContext(ctx)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/internal/backoff"
 )
 
 // Registrar keeps one Service registered with the local Consul agent.
@@ -19,10 +21,10 @@ type Registrar struct {
 	log    *slog.Logger
 
 	// RegisterBackoff spaces registration attempts (agent down at start).
-	RegisterBackoff *Backoff
+	RegisterBackoff *backoff.Backoff
 	// WatchBackoff spaces re-checks while the agent does not answer; its Max
 	// bounds how late a lost registration is noticed once the agent is back.
-	WatchBackoff *Backoff
+	WatchBackoff *backoff.Backoff
 	// WatchWait is how long one blocking query on the agent's copy may hang.
 	WatchWait time.Duration
 	// Healthy, when set, decides what each ttl heartbeat reports: pass when it
@@ -38,8 +40,8 @@ func New(client *api.Client, svc Service, log *slog.Logger) *Registrar {
 	return &Registrar{
 		client: client, svc: svc,
 		log:             log.With("component", "registrar", "service", svc.Name, "id", svc.ID),
-		RegisterBackoff: NewBackoff(100*time.Millisecond, 10*time.Second),
-		WatchBackoff:    NewBackoff(50*time.Millisecond, time.Second),
+		RegisterBackoff: backoff.New(100*time.Millisecond, 10*time.Second),
+		WatchBackoff:    backoff.New(50*time.Millisecond, time.Second),
 		WatchWait:       time.Minute,
 		registered:      make(chan struct{}),
 	}

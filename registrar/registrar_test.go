@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
@@ -67,8 +68,8 @@ func greeterService(t *testing.T, g *testrig.Greeter, tags ...string) Service {
 
 // fast makes a registrar's retries quick for tests.
 func fast(r *Registrar) *Registrar {
-	r.RegisterBackoff = NewBackoff(10*time.Millisecond, 100*time.Millisecond)
-	r.WatchBackoff = NewBackoff(10*time.Millisecond, 200*time.Millisecond)
+	r.RegisterBackoff = backoff.New(10*time.Millisecond, 100*time.Millisecond)
+	r.WatchBackoff = backoff.New(10*time.Millisecond, 200*time.Millisecond)
 	return r
 }
 
@@ -300,31 +301,5 @@ func TestCheckDefinitions(t *testing.T) {
 		if !tc.want(c) || c.CheckID != "service:g1" || c.DeregisterCriticalServiceAfter != "1m0s" {
 			t.Errorf("%s check: got %+v", tc.check.Type, c)
 		}
-	}
-}
-
-func TestBackoffGrowsToCapWithJitterAndResets(t *testing.T) {
-	b := &Backoff{Min: 100 * time.Millisecond, Max: time.Second, Rand: func() float64 { return 0.999999 }}
-	var got []time.Duration
-	for range 6 {
-		got = append(got, b.Next().Round(10*time.Millisecond))
-	}
-	want := []time.Duration{100, 200, 400, 800, 1000, 1000}
-	for i := range want {
-		if got[i] != want[i]*time.Millisecond {
-			t.Fatalf("delays %v, want %v ms (upper end of the jitter)", got, want)
-		}
-	}
-	b.Rand = func() float64 { return 0 }
-	b.Reset()
-	if d := b.Next(); d != 50*time.Millisecond {
-		t.Fatalf("after Reset with no jitter: %s, want 50ms (half of Min)", d)
-	}
-	fired := make(chan time.Time)
-	b.After = func(time.Duration) <-chan time.Time { return fired }
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := b.Wait(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wait on an ended context = %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/internal/latest"
 )
 
@@ -46,7 +47,7 @@ func (w *Watcher) Run(ctx context.Context, out chan map[string]Split) error {
 			if failures == 1 || failures%10 == 0 {
 				w.log.Warn("reading splits failed; keeping the last ones", "failures", failures, "err", err)
 			}
-			if !sleep(ctx, min(w.MinGap<<min(failures, 20), w.MaxBackoff)) {
+			if !backoff.Sleep(ctx, backoff.Delay(failures+1, w.MinGap, w.MaxBackoff, nil)) {
 				break
 			}
 			continue
@@ -59,7 +60,7 @@ func (w *Watcher) Run(ctx context.Context, out chan map[string]Split) error {
 				break
 			}
 		}
-		sleep(ctx, w.MinGap+rand.N(w.MinGap+1))
+		backoff.Sleep(ctx, w.MinGap+rand.N(w.MinGap+1))
 	}
 	return nil
 }
@@ -94,15 +95,4 @@ func nextIndex(prev, got uint64) uint64 {
 
 func equalSplits(a, b map[string]Split) bool {
 	return maps.EqualFunc(a, b, func(x, y Split) bool { return reflect.DeepEqual(x, y) })
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }

@@ -3,6 +3,8 @@ package supervisor
 import (
 	"math/rand/v2"
 	"time"
+
+	"github.com/lbctl/lbctl/internal/backoff"
 )
 
 // Clock is the time source; tests inject a fake one.
@@ -20,21 +22,10 @@ func (realClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
 	return t.C, t.Stop
 }
 
-// backoffDelay is the delay before start attempt number failures+1:
-// min·2^(failures-1) capped at max, then "equal jitter": half fixed, half
-// random (rnd returns [0,1)), so retries of programs that failed together
-// spread out but never wait less than half the nominal delay.
+// backoffDelay is the delay before start attempt number failures+1 (see
+// package internal/backoff: capped doubling, then equal jitter).
 func backoffDelay(failures int, minD, maxD time.Duration, rnd func() float64) time.Duration {
-	if failures < 1 || minD <= 0 {
-		return 0
-	}
-	d := minD
-	for i := 1; i < failures && d < maxD; i++ {
-		d *= 2
-	}
-	d = min(d, maxD)
-	half := d / 2
-	return half + time.Duration(rnd()*float64(d-half))
+	return backoff.Delay(failures, minD, maxD, rnd)
 }
 
 func defaultRand() float64 { return rand.Float64() }

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/internal/consulclient"
 	"github.com/lbctl/lbctl/lbstate"
 	"github.com/lbctl/lbctl/registrar"
@@ -335,7 +336,7 @@ func (s *registerSession) registerWhenListening(ctx context.Context, app *appPro
 // waitListening polls a TCP connection to the service's port until the app
 // accepts one; false when ctx ends or the app exits first.
 func (s *registerSession) waitListening(ctx context.Context, app *appProcess) bool {
-	b := registrar.NewBackoff(20*time.Millisecond, 500*time.Millisecond)
+	b := backoff.New(20*time.Millisecond, 500*time.Millisecond)
 	for {
 		if s.appListening(ctx) == nil {
 			return true

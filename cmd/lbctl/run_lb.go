@@ -14,6 +14,7 @@ import (
 
 	"github.com/lbctl/lbctl/accesslog"
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/lbstate"
 	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/registrar"
@@ -114,7 +115,7 @@ func (lb *loadBalancer) healthy() error {
 // With Consul unreachable it keeps trying, unless a config from an earlier
 // run is on disk: then nginx starts on that, and Run converges later.
 func (lb *loadBalancer) firstRender(ctx context.Context) error {
-	backoff := registrar.NewBackoff(100*time.Millisecond, 5*time.Second)
+	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		u, err := lb.engine.Once(octx)
@@ -141,7 +142,7 @@ func (lb *loadBalancer) firstRender(ctx context.Context) error {
 			return nil
 		}
 		lb.log.Warn("waiting for Consul before starting nginx", "err", err)
-		if err := backoff.Wait(ctx); err != nil {
+		if err := retry.Wait(ctx); err != nil {
 			return err
 		}
 	}

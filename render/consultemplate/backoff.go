@@ -1,10 +1,11 @@
 package consultemplate
 
 import (
-	"math/rand/v2"
 	"time"
 
 	"github.com/hashicorp/consul-template/watch"
+
+	lbbackoff "github.com/lbctl/lbctl/internal/backoff"
 )
 
 // backoff is how long a Consul query waits before retrying after an error:
@@ -21,15 +22,7 @@ var defaultBackoff = backoff{Base: 250 * time.Millisecond, Max: 30 * time.Second
 
 // delay is the wait before retry number retries+1.
 func (b backoff) delay(retries int) time.Duration {
-	d := b.Max
-	if retries < 32 {
-		d = min(b.Max, b.Base<<retries)
-	}
-	r := rand.Float64
-	if b.rand != nil {
-		r = b.rand
-	}
-	return d/2 + time.Duration(r()*float64(d/2))
+	return lbbackoff.Delay(retries+1, b.Base, b.Max, b.rand)
 }
 
 // retryForever is a watch.RetryFunc that never gives up: lbctl keeps the
