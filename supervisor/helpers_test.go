@@ -64,29 +64,12 @@ func (r *recorder) index(name string, st State) int {
 	return slices.IndexFunc(r.all(), func(t Transition) bool { return t.Program == name && t.To == st })
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t      *testing.T
 	sup    *Supervisor
 	rec    *recorder
-	out    *syncBuffer
-	errOut *syncBuffer
+	out    *testrig.LogBuffer
+	errOut *testrig.LogBuffer
 	cancel context.CancelFunc
 	result chan error
 }
@@ -100,7 +83,7 @@ func start(t *testing.T, programs ...Program) *harness {
 // startWith is start with some Options set (Clock, Rand, Registerer).
 func startWith(t *testing.T, opts Options, programs ...Program) *harness {
 	t.Helper()
-	h := &harness{t: t, rec: &recorder{}, out: &syncBuffer{}, errOut: &syncBuffer{}, result: make(chan error, 1)}
+	h := &harness{t: t, rec: &recorder{}, out: &testrig.LogBuffer{}, errOut: &testrig.LogBuffer{}, result: make(chan error, 1)}
 	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	opts.Stdout, opts.Stderr, opts.OnTransition = h.out, h.errOut, h.rec.add
 	sup, err := New(programs, opts)

@@ -29,23 +29,6 @@ import (
 	"github.com/lbctl/lbctl/registrar"
 )
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func mapEnv(m map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
 }
@@ -57,7 +40,7 @@ var testHost = registrar.Host{
 
 // parsedRegisterOptions are register's options after parsing args as the
 // command line would, with env as the environment and no config file.
-func parsedRegisterOptions(t *testing.T, consulAddr string, env map[string]string, args ...string) (*registerOptions, *lockedBuffer) {
+func parsedRegisterOptions(t *testing.T, consulAddr string, env map[string]string, args ...string) (*registerOptions, *testrig.LogBuffer) {
 	t.Helper()
 	g := &globalOptions{configPath: filepath.Join(t.TempDir(), "absent.yaml"), consul: config.Consul{Address: consulAddr}}
 	o := newRegisterOptions(g)
@@ -66,7 +49,7 @@ func parsedRegisterOptions(t *testing.T, consulAddr string, env map[string]strin
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
-	logs := &lockedBuffer{}
+	logs := &testrig.LogBuffer{}
 	o.changed, o.env, o.host = fs.Changed, mapEnv(env), testHost
 	o.log = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {

@@ -1,7 +1,6 @@
 package reaper
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,32 +34,15 @@ func buildLbctl(t *testing.T) string {
 	return bin
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // runAsPID1 starts lbctl run with config as PID 1 of a new PID namespace; it
 // returns the unshare command, lbctl's host pid and its output. The config
 // file is left in the directory *cfgPath names.
-func runAsPID1(t *testing.T, bin, config string, cfgPath *string) (*exec.Cmd, int, *lockedBuffer) {
+func runAsPID1(t *testing.T, bin, config string, cfgPath *string) (*exec.Cmd, int, *testrig.LogBuffer) {
 	t.Helper()
 	dir := t.TempDir()
 	*cfgPath = filepath.Join(dir, "lbctl.yaml")
 	writeConfig(t, *cfgPath, config)
-	out := &lockedBuffer{}
+	out := &testrig.LogBuffer{}
 	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "--mount-proc", bin, "run", "-c", *cfgPath)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second // orphans may hold the output pipe
@@ -229,7 +210,7 @@ func TestPID1PassesOnEssentialFailure(t *testing.T) {
 	}
 }
 
-func waitOutput(t *testing.T, out *lockedBuffer, text string) {
+func waitOutput(t *testing.T, out *testrig.LogBuffer, text string) {
 	t.Helper()
 	testrig.WaitFor(t, 10*time.Second, text, func() error {
 		if !strings.Contains(out.String(), text) {
