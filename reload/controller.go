@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/clock"
 	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/render"
 )
@@ -26,15 +27,7 @@ import (
 var ErrNotConfirmed = errors.New("reload not confirmed")
 
 // Clock is the time source of the coalescing loop; tests pass a fake one.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+type Clock = clock.Clock
 
 // Options configure a Controller.
 type Options struct {
@@ -92,7 +85,7 @@ func New(opts Options) *Controller {
 		opts.Metrics = metrics.New(prometheus.NewRegistry())
 	}
 	if opts.Clock == nil {
-		opts.Clock = realClock{}
+		opts.Clock = clock.Real
 	}
 	if opts.Nginx.Binary == "" {
 		opts.Nginx.Binary = "nginx"

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/lbctl/lbctl/internal/clock"
 )
 
 // Errors a shift ends with; callers branch on them for exit codes.
@@ -24,18 +26,10 @@ type Store interface {
 }
 
 // Clock is time, injectable for tests.
-type Clock interface {
-	Now() time.Time
-	After(d time.Duration) <-chan time.Time
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                         { return time.Now() }
-func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+type Clock = clock.Clock
 
 // RealClock is the wall clock.
-var RealClock Clock = realClock{}
+var RealClock = clock.Real
 
 // Verdict is one gate's answer.
 type Verdict struct {
