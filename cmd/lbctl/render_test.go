@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
@@ -183,5 +186,25 @@ func TestRenderWatchReloadsNginxOnChange(t *testing.T) {
 		if got, err := testrig.CallInstance(context.Background(), lb); err != nil || got != "beta" {
 			t.Fatalf("call %d after alpha left: %q, %v", i, got, err)
 		}
+	}
+}
+
+// No passing instance: the rendered config is one nginx accepts, and it
+// answers every call at once with gRPC status UNAVAILABLE.
+func TestRenderZeroInstancesAnswersUnavailable(t *testing.T) {
+	c := testrig.StartConsul(t)
+	n := testrig.NewNginx(t)
+	lb := testrig.LoopbackAddr(testrig.FreePort(t))
+	cfg := writeFile(t, t.TempDir(), "lbctl.yaml", fmt.Sprintf(
+		"consul: {address: %q}\n%sservices: [{name: greeter, listen: %q}]\n", c.Addr, nginxYAML(n), lb))
+	o, _ := renderOpts(cfg)
+	o.once = true
+	if err := runRender(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	_, err := testrig.CallInstance(context.Background(), lb)
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "no healthy instances of greeter") {
+		t.Fatalf("call with no instances: %v, want UNAVAILABLE naming the service", err)
 	}
 }
