@@ -42,6 +42,9 @@ func (w *Watcher) Run(ctx context.Context, out chan map[string]Split) error {
 	)
 	for ctx.Err() == nil {
 		splits, meta, err := w.fetch(ctx, index)
+		if err != nil && ctx.Err() != nil {
+			break // shutting down, not a failure
+		}
 		if err != nil {
 			failures++
 			if failures == 1 || failures%10 == 0 {

@@ -16,7 +16,7 @@ import (
 func lbRunConfig(c *testrig.Consul, n *testrig.Nginx, lb string) string {
 	return fmt.Sprintf(`consul: {address: %q}
 %slb_id: lb-test
-services: [{name: greeter, listen: %q}]
+services: [{name: greeter, listen: %q, shift: true}]
 programs:
   - name: nginx
     command: [%q, -p, %q, -c, %q, -g, "daemon off;"]
@@ -60,6 +60,16 @@ func TestRunServesRegistersAndDeregisters(t *testing.T) {
 		}
 		return nil
 	})
+
+	out, err := runLbctl(context.Background(), "status", "-c", cfg)
+	if err != nil {
+		t.Fatalf("lbctl status: %v", err)
+	}
+	for _, want := range []string{"nginx", "RUNNING", "greeter: no shift recorded", "greeter-beta", "version v1"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("lbctl status printed:\n%s\nwant %q in it", out, want)
+		}
+	}
 
 	cancel()
 	if err := waitResult(t, result); err != nil {

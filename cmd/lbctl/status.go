@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lbctl/lbctl/internal/consulclient"
+	"github.com/lbctl/lbctl/shift"
 	"github.com/lbctl/lbctl/supervisor/control"
 )
 
@@ -70,7 +73,44 @@ func runStatus(ctx context.Context, o *statusOptions) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(reply)
 	}
-	return printStatus(o.stdout, reply)
+	if err := printStatus(o.stdout, reply); err != nil {
+		return err
+	}
+	printVersions(ctx, o.globalOptions, o.stdout)
+	return nil
+}
+
+// printVersions adds, for each service that follows lbctl shift, its split
+// and which version each instance runs (seed 003's bookkeeping), as
+// lbctl shift status prints them. Without a config or Consul it says so and
+// leaves the program table as the answer.
+func printVersions(ctx context.Context, g *globalOptions, w io.Writer) {
+	cfg, err := g.loadConfig()
+	if err != nil {
+		return
+	}
+	var services []string
+	for _, s := range cfg.Services {
+		if s.Shift && !slices.Contains(services, s.Name) {
+			services = append(services, s.Name)
+		}
+	}
+	if len(services) == 0 {
+		return
+	}
+	client, err := consulclient.New(cfg.Consul)
+	for _, name := range services {
+		fmt.Fprintln(w)
+		var st shift.Status
+		if err == nil {
+			st, err = shift.ReadStatus(ctx, client, name)
+		}
+		if err != nil {
+			fmt.Fprintf(w, "%s: versions unknown: %v\n", name, err)
+			continue
+		}
+		printShiftStatus(w, st)
+	}
 }
 
 // printStatus writes a table like supervisorctl status.
