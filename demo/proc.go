@@ -2,12 +2,13 @@ package demo
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/lbctl/lbctl/internal/freeport"
 )
 
 // proc is one process the demo started; its output goes to a log file.
@@ -66,15 +67,8 @@ func lastBytes(b []byte, n int) string {
 	return string(b)
 }
 
-// freePort asks the kernel for a loopback port that is free now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort is a loopback port free now, for a process to bind.
+func freePort() (int, error) { return freeport.Get() }
 
 // waitUntil polls cond until it succeeds or timeout passes.
 func waitUntil(timeout time.Duration, what string, cond func() error) error {

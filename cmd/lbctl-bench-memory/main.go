@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/internal/freeport"
 )
 
 type options struct {
@@ -311,11 +313,11 @@ func stop(cmd *exec.Cmd) {
 func freePorts(n int) []int {
 	ports := make([]int, n)
 	for i := range ports {
-		l, err := netListen()
+		p, err := freeport.Get()
 		if err != nil {
 			panic(err)
 		}
-		ports[i] = l
+		ports[i] = p
 	}
 	return ports
 }

@@ -47,7 +47,7 @@ func TestRunServesRegistersAndDeregisters(t *testing.T) {
 	testrig.ExpectInstance(t, lb, "alpha", 10*time.Second)
 	c.Register(b.Registration("greeter"))
 	c.Deregister("greeter-alpha")
-	testrig.ExpectInstance(t, lb, "beta", 10*time.Second)
+	testrig.ExpectOnly(t, lb, "beta", 10, 10*time.Second)
 
 	testrig.WaitFor(t, 10*time.Second, "the LB registered and its drain key published", func() error {
 		entries, _, err := c.Client.Health().Service("grpc-lb", "", true, nil)

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -20,12 +21,14 @@ type Consul struct {
 	// Client talks to it.
 	Client *api.Client
 
-	t       testing.TB
-	bin     string
-	args    []string
-	logPath string
-	cmd     *exec.Cmd
-	exited  chan struct{}
+	t          testing.TB
+	bin        string
+	args       []string
+	persistent bool
+	dir        string
+	logPath    string
+	cmd        *exec.Cmd
+	exited     chan struct{}
 }
 
 // ConsulOptions tune StartConsul.
@@ -56,45 +59,74 @@ func StartConsul(t testing.TB, opts ...ConsulOptions) *Consul {
 		bin:     ConsulBinary(t),
 		logPath: filepath.Join(dir, "consul.log"),
 	}
-	c.args = []string{"agent", "-bind=127.0.0.1", "-client=127.0.0.1", "-node=lbctl-test",
-		"-http-port=" + strconv.Itoa(httpPort), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-serf-lan-port=" + strconv.Itoa(FreePort(t)), "-serf-wan-port=" + strconv.Itoa(FreePort(t)),
-		"-server-port=" + strconv.Itoa(FreePort(t)), "-log-level=warn", "-disable-host-node-id"}
-	if o.Persistent {
-		c.args = append(c.args, "-server", "-bootstrap-expect=1", "-data-dir="+filepath.Join(dir, "data"),
-			"-hcl=performance { raft_multiplier = 1 }", "-hcl=check_update_interval = \"0s\"")
-	} else {
-		c.args = append(c.args, "-dev")
+	c.persistent, c.dir = o.Persistent, dir
+	// Until the test has the agent, every port may still change: a port
+	// taken between FreePort and the agent's bind is retried on fresh ones.
+	for attempt := 1; ; attempt++ {
+		c.pickPorts(httpPort)
+		client, err := api.NewClient(&api.Config{Address: c.Addr})
+		if err != nil {
+			t.Fatalf("consul client: %v", err)
+		}
+		c.Client = client
+		err = c.start()
+		if err == nil {
+			break
+		}
+		if attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			t.Fatalf("consul did not come up: %v", err)
+		}
+		httpPort = FreePort(t)
+		c.Addr = fmt.Sprintf("127.0.0.1:%d", httpPort)
 	}
-	client, err := api.NewClient(&api.Config{Address: c.Addr})
-	if err != nil {
-		t.Fatalf("consul client: %v", err)
-	}
-	c.Client = client
-	c.Start()
 	t.Cleanup(c.Stop)
 	return c
 }
 
-// Start (re)starts the agent on the same ports and waits for a leader.
+// pickPorts sets the agent's arguments: the HTTP port given (the test's
+// client knows it) and fresh ports for serf and the server RPC.
+func (c *Consul) pickPorts(httpPort int) {
+	c.args = []string{"agent", "-bind=127.0.0.1", "-client=127.0.0.1", "-node=lbctl-test",
+		"-http-port=" + strconv.Itoa(httpPort), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
+		"-serf-lan-port=" + strconv.Itoa(FreePort(c.t)), "-serf-wan-port=" + strconv.Itoa(FreePort(c.t)),
+		"-server-port=" + strconv.Itoa(FreePort(c.t)), "-log-level=warn", "-disable-host-node-id"}
+	if c.persistent {
+		c.args = append(c.args, "-server", "-bootstrap-expect=1", "-data-dir="+filepath.Join(c.dir, "data"),
+			"-hcl=performance { raft_multiplier = 1 }", "-hcl=check_update_interval = \"0s\"")
+	} else {
+		c.args = append(c.args, "-dev")
+	}
+}
+
+// Start restarts a stopped agent on the same ports and waits for a leader.
 func (c *Consul) Start() {
 	c.t.Helper()
+	if err := c.start(); err != nil {
+		c.t.Fatalf("consul did not come up: %v", err)
+	}
+}
+
+// start runs the agent once; on failure c.cmd is nil again.
+func (c *Consul) start() error {
 	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		c.t.Fatalf("consul log: %v", err)
+		return err
 	}
 	cmd := exec.Command(c.bin, c.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start consul: %v", err)
+		logf.Close()
+		return fmt.Errorf("start consul: %w", err)
 	}
 	c.cmd, c.exited = cmd, make(chan struct{})
 	go func(done chan struct{}) { cmd.Wait(); logf.Close(); close(done) }(c.exited)
+	var exited error
 	err = Poll(60*time.Second, func() error {
 		select {
 		case <-c.exited:
-			return fmt.Errorf("consul exited: %s", logTail(c.logPath, 2000))
+			exited = fmt.Errorf("consul exited: %s", logTail(c.logPath, 2000))
+			return nil // stop polling: it will not come up
 		default:
 		}
 		leader, err := c.Client.Status().Leader()
@@ -107,9 +139,14 @@ func (c *Consul) Start() {
 		_, _, err = c.Client.Catalog().Services(nil)
 		return err
 	})
-	if err != nil {
-		c.t.Fatalf("consul did not come up: %v", err)
+	if exited != nil {
+		c.cmd = nil
+		return exited
 	}
+	if err != nil {
+		c.Stop()
+	}
+	return err
 }
 
 // Stop ends the agent (SIGINT, like Ctrl-C: it leaves gracefully) and waits.

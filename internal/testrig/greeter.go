@@ -94,3 +94,22 @@ func ExpectInstance(t testing.TB, addr, instance string, timeout time.Duration) 
 		return nil
 	})
 }
+
+// ExpectOnly polls until n calls in a row to addr are all answered by
+// instance: the state after a change has fully taken effect, not merely
+// begun (an upstream list in between may still hold the old instances).
+func ExpectOnly(t testing.TB, addr, instance string, n int, timeout time.Duration) {
+	t.Helper()
+	WaitFor(t, timeout, "only "+instance+" to answer at "+addr, func() error {
+		for i := range n {
+			got, err := CallInstance(context.Background(), addr)
+			if err != nil {
+				return err
+			}
+			if got != instance {
+				return fmt.Errorf("call %d of %d answered by %s", i+1, n, got)
+			}
+		}
+		return nil
+	})
+}
