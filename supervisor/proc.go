@@ -203,7 +203,7 @@ func (p *program) startProcess() {
 	}
 	p.proc = proc
 	go func() {
-		err := proc.cmd.Wait() // returns the moment the process exits
+		err := proc.wait() // the moment the process exits, and its last output is out
 		p.exits <- exitEvent{proc: proc, err: err, at: p.sup.clock.Now()}
 	}()
 	if p.started {

@@ -7,13 +7,35 @@ import (
 	"os/exec"
 	"os/user"
 	"strconv"
+	"sync"
 	"syscall"
+	"time"
 )
 
 // process is one running instance of a program.
 type process struct {
 	cmd *exec.Cmd
 	pid int
+	// output is closed once both output pipes reached EOF.
+	output chan struct{}
+}
+
+// outputDrainBound is how long an exit waits for the process's last output
+// lines: they normally arrive microseconds after it exits, unless a
+// grandchild inherited the pipes and keeps them open.
+const outputDrainBound = 100 * time.Millisecond
+
+// wait waits for the process to exit, then (bounded) for its last output
+// lines, so a crashing program's last words are logged before its exit is.
+func (pr *process) wait() error {
+	err := pr.cmd.Wait()
+	t := time.NewTimer(outputDrainBound)
+	defer t.Stop()
+	select {
+	case <-pr.output:
+	case <-t.C:
+	}
+	return err
 }
 
 // spawn starts p's command in its own process group, its stdout and stderr
@@ -53,9 +75,12 @@ func spawn(p *Program, out, errOut *lockedWriter, logFile *rotatingFile) (*proce
 		return nil, err
 	}
 	prefix := p.Name + " | "
-	go func() { copyLines(outR, prefix, out, logFile); outR.Close() }()
-	go func() { copyLines(errR, prefix, errOut, logFile); errR.Close() }()
-	return &process{cmd: cmd, pid: cmd.Process.Pid}, nil
+	var copying sync.WaitGroup
+	copying.Go(func() { copyLines(outR, prefix, out, logFile); outR.Close() })
+	copying.Go(func() { copyLines(errR, prefix, errOut, logFile); errR.Close() })
+	output := make(chan struct{})
+	go func() { copying.Wait(); close(output) }()
+	return &process{cmd: cmd, pid: cmd.Process.Pid, output: output}, nil
 }
 
 // credential looks up a user name or numeric uid.

@@ -502,3 +502,20 @@ func TestApplyAfterShutdownAddsNothing(t *testing.T) {
 		t.Errorf("programs after shutdown: %+v", st)
 	}
 }
+
+// A program's last output is logged before its exit is reported; a
+// grandchild that keeps the output pipe open does not hold the exit up.
+func TestExitWaitsForLastOutputButNotForGrandchildren(t *testing.T) {
+	last := prog("last-words", "echo goodbye; exit 3")
+	last.Autorestart = RestartNever
+	holder := prog("holder", "sleep 3 & echo started; exit 4")
+	holder.Autorestart = RestartNever
+	h := start(t, last, holder)
+	h.waitState("last-words", Exited)
+	if !strings.Contains(h.out.String(), "last-words | goodbye\n") {
+		t.Fatalf("exit reported before the last output line: %q", h.out.String())
+	}
+	if st := h.waitState("holder", Exited); st.LastExit == nil || st.LastExit.Code != 4 {
+		t.Fatalf("holder: %+v, want EXITED with code 4 while its grandchild holds the pipe", st)
+	}
+}
