@@ -46,13 +46,11 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Log is narrowed with component=reload; nil discards.
 	Log *slog.Logger
-	// OnApplied is called with the Consul index of every update nginx is
-	// confirmed to serve (or that is already live), after the reload.
-	OnApplied func(index uint64)
-	// OnAppliedUpdate is OnApplied with the whole update, whose Indexes (one
-	// per health query) the drain protocol publishes. With coalescing, it is
-	// the newest update of the burst, which is what nginx serves.
-	OnAppliedUpdate func(u render.Update)
+	// OnApplied is called with every update nginx is confirmed to serve (or
+	// that is already live), after the reload. With coalescing it is the
+	// newest update of the burst, which is what nginx serves. The drain
+	// protocol publishes its Indexes, one per health query.
+	OnApplied func(u render.Update)
 	// Clock drives coalescing; nil is the real clock.
 	Clock Clock
 	// WaitForMaster leaves telling the old workers to quit to the nginx
@@ -274,10 +272,7 @@ func (c *Controller) record(u render.Update, res Result, err error) {
 
 func (c *Controller) notifyApplied(u render.Update) {
 	if c.opts.OnApplied != nil {
-		c.opts.OnApplied(u.Index)
-	}
-	if c.opts.OnAppliedUpdate != nil {
-		c.opts.OnAppliedUpdate(u)
+		c.opts.OnApplied(u)
 	}
 }
 

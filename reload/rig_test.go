@@ -63,8 +63,8 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	r.ctl = New(Options{
 		Nginx: nginxConfig(r.nginx),
 		Wait:  o.wait, Metrics: r.m, Log: log,
-		OnApplied: func(index uint64) {
-			r.applied.Store(index)
+		OnApplied: func(u render.Update) {
+			r.applied.Store(u.Index)
 			b, _ := os.ReadFile(r.dest)
 			live := string(b)
 			r.confirmed.Store(&live)

@@ -79,7 +79,7 @@ func TestRunFoldsUpdatesWithinMin(t *testing.T) {
 	ctl := New(Options{
 		Nginx: config.Nginx{Binary: "nginx-is-not-needed", Config: dest}, Clock: clock,
 		Wait:      config.Wait{Min: 20 * time.Millisecond, Max: time.Second},
-		OnApplied: func(i uint64) { applied <- i },
+		OnApplied: func(u render.Update) { applied <- u.Index },
 	})
 	updates := make(chan render.Update) // unbuffered: a send returns once Run has it
 	ctx, cancel := context.WithCancel(context.Background())
@@ -125,18 +125,18 @@ func TestRunFoldsUpdatesWithinMin(t *testing.T) {
 	}
 }
 
-func TestOnAppliedUpdateGetsTheAppliedUpdate(t *testing.T) {
+func TestOnAppliedGetsTheAppliedUpdate(t *testing.T) {
 	dest := filepath.Join(t.TempDir(), "lbctl.conf")
 	if err := os.WriteFile(dest, []byte("# live\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan render.Update, 1)
-	ctl := New(Options{Nginx: config.Nginx{Config: dest}, OnAppliedUpdate: func(u render.Update) { got <- u }})
+	ctl := New(Options{Nginx: config.Nginx{Config: dest}, OnApplied: func(u render.Update) { got <- u }})
 	u := render.Update{Index: 7, Files: []render.File{{Path: dest, Data: []byte("# live\n")}}}
 	if _, err := ctl.Apply(context.Background(), u); err != nil {
 		t.Fatal(err)
 	}
 	if (<-got).Index != 7 {
-		t.Fatal("OnAppliedUpdate did not get the update")
+		t.Fatal("OnApplied did not get the update")
 	}
 }

@@ -62,12 +62,12 @@ func newLoadBalancer(cfg *config.Config, log *slog.Logger, sup *supervisor.Super
 	}
 	lb.publisher = lbstate.NewPublisher(client, lb.id, log)
 	lb.reload = reload.New(reload.Options{
-		Nginx:           cfg.Nginx,
-		MasterPID:       lb.nginxMasterPID(),
-		Wait:            cfg.Wait,
-		Metrics:         metrics.New(reg),
-		Log:             log,
-		OnAppliedUpdate: lb.publish,
+		Nginx:     cfg.Nginx,
+		MasterPID: lb.nginxMasterPID(),
+		Wait:      cfg.Wait,
+		Metrics:   metrics.New(reg),
+		Log:       log,
+		OnApplied: lb.publish,
 	})
 	if cfg.Register != nil {
 		svc, err := registrar.ServiceFromConfig(*cfg.Register).Complete(registrar.SystemHost())

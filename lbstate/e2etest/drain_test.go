@@ -58,9 +58,8 @@ func loadBalancer(t *testing.T, c *testrig.Consul, n *testrig.Nginx, lbPort int,
 			}
 			return 0, reload.ErrNoMaster
 		},
-		// One query: the update's index is that query's index.
-		OnApplied: func(index uint64) {
-			if err := pub.Publish(ctx, map[catalog.Query]uint64{queries[0]: index}); err != nil {
+		OnApplied: func(u render.Update) {
+			if err := pub.Publish(ctx, u.Indexes); err != nil {
 				t.Errorf("publish: %v", err)
 			}
 		},
