@@ -14,8 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/clock"
 	"github.com/lbctl/lbctl/metrics"
@@ -80,7 +78,7 @@ func New(opts Options) *Controller {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	if opts.Metrics == nil {
-		opts.Metrics = metrics.New(prometheus.NewRegistry())
+		opts.Metrics = metrics.New(metrics.NewRegistry())
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real

@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
@@ -55,7 +52,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	}
 	cfg.SetDefaults()
 	log := testLogger(t)
-	r.m = metrics.New(prometheus.NewRegistry())
+	r.m = metrics.New(metrics.NewRegistry())
 	watcher := catalog.NewWatcher(r.consul.Client, render.Queries(cfg.Services), log)
 	watcher.OnError = func(catalog.Query, error) { r.m.ConsulErrors.Inc() }
 	watcher.MaxBackoff = 500 * time.Millisecond
@@ -130,17 +127,9 @@ func (r *rig) waitServing(backends ...*testrig.Greeter) {
 	})
 }
 
-func counter(c prometheus.Counter) float64 {
-	var m dto.Metric
-	c.Write(&m)
-	return m.GetCounter().GetValue()
-}
+func counter(c *metrics.Counter) float64 { return c.Value() }
 
-func gauge(g prometheus.Gauge) float64 {
-	var m dto.Metric
-	g.Write(&m)
-	return m.GetGauge().GetValue()
-}
+func gauge(g *metrics.Gauge) float64 { return g.Value() }
 
 type testWriter struct {
 	t    *testing.T
@@ -171,4 +160,4 @@ func nginxConfigOf(bin, main, prefix, pidFile string) config.Nginx {
 	return config.Nginx{Binary: bin, Config: main, Prefix: prefix, PIDFile: pidFile}
 }
 
-func newMetrics() *metrics.Metrics { return metrics.New(prometheus.NewRegistry()) }
+func newMetrics() *metrics.Metrics { return metrics.New(metrics.NewRegistry()) }

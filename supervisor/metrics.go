@@ -3,28 +3,25 @@ package supervisor
 import (
 	"errors"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/lbctl/lbctl/metrics"
 )
 
-// metrics are the program gauges and counters; a nil *metrics records nothing.
-type metrics struct {
-	state    *prometheus.GaugeVec
-	restarts *prometheus.CounterVec
+// programMetrics are the program gauges and counters; a nil one records nothing.
+type programMetrics struct {
+	state    *metrics.GaugeVec
+	restarts *metrics.CounterVec
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+func newMetrics(reg *metrics.Registry) *programMetrics {
 	if reg == nil {
 		return nil
 	}
-	m := &metrics{
-		state: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "lbctl_program_state",
-			Help: "1 for the state each supervised program is in (supervisord's states), 0 for the others.",
-		}, []string{"program", "state"}),
-		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lbctl_program_restarts_total",
-			Help: "Starts of a supervised program after its first.",
-		}, []string{"program"}),
+	m := &programMetrics{
+		state: metrics.NewGaugeVec("lbctl_program_state",
+			"1 for the state each supervised program is in (supervisord's states), 0 for the others.",
+			"program", "state"),
+		restarts: metrics.NewCounterVec("lbctl_program_restarts_total",
+			"Starts of a supervised program after its first.", "program"),
 	}
 	m.state = register(reg, m.state)
 	m.restarts = register(reg, m.restarts)
@@ -32,11 +29,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 }
 
 // register registers c, or reuses the collector already registered under its name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+func register[C metrics.Collector](reg *metrics.Registry, c C) C {
 	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
+		var are *metrics.AlreadyRegisteredError
 		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
+			if existing, ok := are.Existing.(C); ok {
 				return existing
 			}
 		}
@@ -44,7 +41,7 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-func (m *metrics) setState(program string, st State) {
+func (m *programMetrics) setState(program string, st State) {
 	if m == nil {
 		return
 	}
@@ -57,17 +54,17 @@ func (m *metrics) setState(program string, st State) {
 	}
 }
 
-func (m *metrics) restarted(program string) {
+func (m *programMetrics) restarted(program string) {
 	if m == nil {
 		return
 	}
 	m.restarts.WithLabelValues(program).Inc()
 }
 
-func (m *metrics) forget(program string) {
+func (m *programMetrics) forget(program string) {
 	if m == nil {
 		return
 	}
-	m.state.DeletePartialMatch(prometheus.Labels{"program": program})
+	m.state.DeleteByLabel("program", program)
 	m.restarts.DeleteLabelValues(program)
 }

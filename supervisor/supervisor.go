@@ -13,10 +13,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/latest"
+	"github.com/lbctl/lbctl/metrics"
 )
 
 // Options are a Supervisor's dependencies; every field may be left zero.
@@ -25,8 +24,9 @@ type Options struct {
 	// Stdout and Stderr receive the programs' output, one prefixed line at a
 	// time (default os.Stdout and os.Stderr).
 	Stdout, Stderr io.Writer
-	// Registerer gets the program metrics; nil registers none.
-	Registerer prometheus.Registerer
+	// Registerer gets the program metrics; nil registers none. Supervisors
+	// sharing one registry share the metrics.
+	Registerer *metrics.Registry
 	Clock      Clock
 	// Rand returns a number in [0,1) for backoff jitter.
 	Rand func() float64
@@ -51,7 +51,7 @@ type Supervisor struct {
 	stdout, stderr *lockedWriter
 	clock          Clock
 	rand           func() float64
-	metrics        *metrics
+	metrics        *programMetrics
 	changes        broadcast
 	onTransition   func(Transition)
 

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,9 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/metrics"
 )
 
 func TestCrashLoopBacksOffThenFatal(t *testing.T) {
@@ -442,7 +445,7 @@ func TestBackoffDelaysUseTheClock(t *testing.T) {
 }
 
 func TestMetricsFollowStatesAndRestarts(t *testing.T) {
-	reg := prometheus.NewRegistry()
+	reg := metrics.NewRegistry()
 	h := startWith(t, Options{Registerer: reg}, prog("app", "exec sleep 100"))
 	pid := h.waitState("app", Running).PID
 	syscall.Kill(pid, syscall.SIGKILL)
@@ -462,29 +465,38 @@ func TestMetricsFollowStatesAndRestarts(t *testing.T) {
 	}
 }
 
-// metricValue finds one sample in what reg gathers.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
+func TestSupervisorsSharingARegistryShareMetrics(t *testing.T) {
+	reg := metrics.NewRegistry()
+	a, b := newMetrics(reg), newMetrics(reg)
+	if a.state != b.state || a.restarts != b.restarts {
+		t.Fatal("a second supervisor on the same registry got metrics of its own")
+	}
+}
+
+// metricValue finds one counter or gauge sample in what reg exposes, read
+// back with Prometheus's own text parser.
+func metricValue(t *testing.T, reg *metrics.Registry, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
+	var text bytes.Buffer
+	if err := reg.WriteText(&text); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metrics:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue metrics
-				}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(text.Bytes()))
+	if err != nil {
+		t.Fatalf("parse /metrics: %v\n%s", err, text.String())
+	}
+samples:
+	for _, m := range families[name].GetMetric() {
+		for _, l := range m.GetLabel() {
+			if labels[l.GetName()] != l.GetValue() {
+				continue samples
 			}
-			if m.Counter != nil {
-				return m.Counter.GetValue(), true
-			}
-			return m.Gauge.GetValue(), true
 		}
+		if m.Counter != nil {
+			return m.Counter.GetValue(), true
+		}
+		return m.Gauge.GetValue(), true
 	}
 	return 0, false
 }

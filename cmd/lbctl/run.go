@@ -10,7 +10,6 @@ import (
 	"slices"
 	"syscall"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/lbctl/lbctl/config"
@@ -30,7 +29,7 @@ type runOptions struct {
 	log *slog.Logger
 	sup *supervisor.Supervisor
 	// registry collects every metric served on cfg.HTTP.Address.
-	registry *prometheus.Registry
+	registry *metrics.Registry
 	// reloadPrograms re-reads the programs for SIGHUP; nil ignores SIGHUP.
 	reloadPrograms func() ([]supervisor.Program, error)
 	// openGates are the readiness gates something in this run opens; a
@@ -87,7 +86,7 @@ func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 	if err != nil {
 		return nil, &exitError{code: exitConfig, err: err}
 	}
-	reg := prometheus.NewRegistry()
+	reg := metrics.NewRegistry()
 	sup, err := supervisor.New(programs, supervisor.Options{Logger: log, Registerer: reg})
 	if err != nil {
 		return nil, &exitError{code: exitConfig, err: err}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lbctl/lbctl/accesslog"
 	"github.com/lbctl/lbctl/config"
@@ -49,7 +48,7 @@ func wantsLoadBalancer(cfg *config.Config) bool {
 	return len(cfg.Services) > 0 || len(cfg.Templates) > 0
 }
 
-func newLoadBalancer(cfg *config.Config, log *slog.Logger, sup *supervisor.Supervisor, reg prometheus.Registerer) (*loadBalancer, error) {
+func newLoadBalancer(cfg *config.Config, log *slog.Logger, sup *supervisor.Supervisor, reg *metrics.Registry) (*loadBalancer, error) {
 	engine, client, err := renderEngine(cfg, log)
 	if err != nil {
 		return nil, err
