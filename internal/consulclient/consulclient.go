@@ -3,23 +3,34 @@
 package consulclient
 
 import (
+	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/hashicorp/go-cleanhttp"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/longpoll"
 )
 
-// New returns a client for the agent described by c.
+// New returns a client for the agent described by c. Its requests go
+// through a longpoll.Transport: lbctl holds one blocking query per watched
+// service open, and there each costs one goroutine instead of three.
 func New(c config.Consul) (*api.Client, error) {
 	cfg, err := APIConfig(c)
 	if err != nil {
 		return nil, err
 	}
+	dial, err := dialer(c, cfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", c.HostPort(), err)
+	}
+	cfg.HttpClient = &http.Client{Transport: &longpoll.Transport{Dial: dial, MaxIdle: maxIdleConns}}
 	client, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", c.HostPort(), err)
@@ -40,7 +51,6 @@ func APIConfig(c config.Consul) (*api.Config, error) {
 		Scheme:     "http",
 		Datacenter: c.Datacenter,
 		Token:      token,
-		Transport:  agentTransport(),
 		TLSConfig: api.TLSConfig{
 			Address:            c.TLSServerName,
 			CAFile:             c.CAFile,
@@ -55,17 +65,37 @@ func APIConfig(c config.Consul) (*api.Config, error) {
 	return cfg, nil
 }
 
-// agentTransport is consul/api's default transport, made lighter for many
-// blocking queries held open at once against the local agent: responses come
-// uncompressed (each gzip reader costs a 32 KB window, and loopback gains
-// nothing from compression), and each connection's buffers are 1 KB instead
-// of 4 KB (requests are one short line of query, answers are read through).
-func agentTransport() *http.Transport {
-	t := cleanhttp.DefaultPooledTransport()
-	t.DisableCompression = true
-	t.ReadBufferSize = 1 << 10
-	t.WriteBufferSize = 1 << 10
-	return t
+// maxIdleConns is how many connections to the agent are kept between
+// requests. Blocking queries pick theirs up again at once; the rest are
+// short requests (sessions, KV, registrations).
+const maxIdleConns = 8
+
+// dialer connects to the agent: TCP, with TLS around it when c asks for it.
+func dialer(c config.Consul, tc api.TLSConfig) (func(context.Context) (net.Conn, error), error) {
+	addr := c.HostPort()
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	if !c.UseSSL() {
+		return func(ctx context.Context) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }, nil
+	}
+	tlsConf, err := api.SetupTLSConfig(&tc)
+	if err != nil {
+		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if tlsConf.ServerName == "" {
+		tlsConf.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	return func(ctx context.Context) (net.Conn, error) {
+		raw, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil, err
+		}
+		conn := tls.Client(raw, tlsConf)
+		if err := conn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			return nil, fmt.Errorf("tls handshake with %s: %w", addr, err)
+		}
+		return conn, nil
+	}, nil
 }
 
 // Token is the ACL token: the token itself when set, else the token file's content.
