@@ -130,6 +130,7 @@ func loadPrograms(cfg *config.Config, log *slog.Logger) ([]supervisor.Program, e
 // runLB runs everything until ctx ends or an essential program fails: the
 // control socket, the metrics listener, signal handling and the supervisor.
 func runLB(ctx context.Context, o *runOptions) error {
+	setGCPercent()
 	if err := checkGates(o.programsGates(), o.openGates); err != nil {
 		return &exitError{code: exitConfig, err: err}
 	}
@@ -153,6 +154,7 @@ func runLB(ctx context.Context, o *runOptions) error {
 		go func() { errc <- metrics.Serve(ctx, lis, metrics.Handler(o.registry, o.health()), o.log) }()
 	}
 	go o.handleSignals(ctx)
+	go o.releaseStartupMemory(ctx)
 	lbErr := make(chan error, 1)
 	o.startLoadBalancer(ctx, func(err error) { lbErr <- err; cancel() })
 	err = o.sup.Run(o.supervisorContext(ctx))
