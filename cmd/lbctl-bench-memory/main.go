@@ -2,7 +2,11 @@
 // costs in memory when it watches 100 services × 10 instances: lbctl run
 // (supervising nginx, rendering, reloading) against supervisord running
 // consul-template doing the same job on the same Consul, same machine.
-// It prints the resident memory (RSS) of each, nginx excluded from both.
+// Each stack renders every service, then goes through -changes health changes
+// (an instance going critical and coming back, each rendered and reloaded),
+// runs for -settle, and has its resident memory (RSS) read, nginx excluded
+// from both. For lbctl it also prints what lbctl logged when it released its
+// start-up memory (package memtrim): the RSS just before and just after.
 //
 //	go run ./cmd/lbctl-bench-memory -lbctl $(which lbctl)
 package main
@@ -25,7 +29,7 @@ import (
 
 type options struct {
 	lbctl, consul, consulTemplate, nginx, supervisord string
-	services, instances                               int
+	services, instances, changes                      int
 	settle                                            time.Duration
 }
 
@@ -40,7 +44,8 @@ func main() {
 	flag.StringVar(&o.supervisord, "supervisord", "/usr/bin/supervisord", "supervisord binary (Debian: apt-get install supervisor)")
 	flag.IntVar(&o.services, "services", 100, "services watched")
 	flag.IntVar(&o.instances, "instances", 10, "instances per service")
-	flag.DurationVar(&o.settle, "settle", 3*time.Second, "how long the stack runs after its first render before RSS is read")
+	flag.IntVar(&o.changes, "changes", 40, "health changes rendered before RSS is read (half out, half back)")
+	flag.DurationVar(&o.settle, "settle", 3*time.Second, "how long the stack runs after the changes before RSS is read")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "lbctl-bench-memory:", err)
@@ -70,12 +75,14 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("supervisord + consul-template: %w", err)
 	}
-	fmt.Printf("RSS watching %d services × %d instances (nginx not counted), after %s settled:\n\n", o.services, o.instances, o.settle)
+	fmt.Printf("RSS watching %d services × %d instances (nginx not counted), after %d health changes rendered and %s settled:\n\n",
+		o.services, o.instances, o.changes, o.settle)
 	fmt.Println("| stack | RSS |")
 	fmt.Println("|---|---|")
 	fmt.Printf("| lbctl run (supervisor + renderer + reload controller) | %.1f MB (heap and stacks %.1f, binary pages %.1f) |\n",
 		mb(lb.anon+lb.file), mb(lb.anon), mb(lb.file))
 	fmt.Printf("| supervisord 4.2.5 + consul-template 0.41.1 | %.1f MB (%.1f + %.1f) |\n", mb(sd+ct), mb(sd), mb(ct))
+	fmt.Printf("\nlbctl released its start-up memory once nginx was running: RSS %.1f MB -> %.1f MB.\n", mb(lb.releasedFrom), mb(lb.releasedTo))
 	return nil
 }
 
@@ -110,12 +117,7 @@ func registerInstances(addr string, services, instances int) error {
 	}
 	for s := range services {
 		for i := range instances {
-			reg := &api.CatalogRegistration{
-				Node: fmt.Sprintf("node-%d", i), Address: fmt.Sprintf("10.0.%d.1", i),
-				Service: &api.AgentService{ID: fmt.Sprintf("svc-%03d-%d", s, i), Service: fmt.Sprintf("svc-%03d", s),
-					Address: fmt.Sprintf("10.%d.%d.%d", s/250, s%250, i+1), Port: 7000 + i, Meta: map[string]string{"version": "v1"}},
-			}
-			if _, err := client.Catalog().Register(reg, nil); err != nil {
+			if _, err := client.Catalog().Register(instanceRegistration(s, i), nil); err != nil {
 				return fmt.Errorf("register: %w", err)
 			}
 		}
@@ -123,9 +125,25 @@ func registerInstances(addr string, services, instances int) error {
 	return nil
 }
 
+// instanceRegistration is instance i of service s, on node i.
+func instanceRegistration(s, i int) *api.CatalogRegistration {
+	return &api.CatalogRegistration{
+		Node: fmt.Sprintf("node-%d", i), Address: fmt.Sprintf("10.0.%d.1", i),
+		Service: &api.AgentService{ID: fmt.Sprintf("svc-%03d-%d", s, i), Service: fmt.Sprintf("svc-%03d", s),
+			Address: instanceAddress(s, i), Port: 7000 + i, Meta: map[string]string{"version": "v1"}},
+	}
+}
+
+func instanceAddress(s, i int) string { return fmt.Sprintf("10.%d.%d.%d", s/250, s%250, i+1) }
+
 // memory is a process's resident memory: anonymous (heap, stacks) and
 // file-backed (the pages of its binary it touched), in kB.
-type memory struct{ anon, file int }
+type memory struct {
+	anon, file int
+	// releasedFrom and releasedTo are the RSS lbctl logged around releasing
+	// its start-up memory.
+	releasedFrom, releasedTo int
+}
 
 func memoryOf(pid int) (memory, error) {
 	anon, err := statusField(pid, "RssAnon:")
@@ -133,7 +151,7 @@ func memoryOf(pid int) (memory, error) {
 		return memory{}, err
 	}
 	file, err := statusField(pid, "RssFile:")
-	return memory{anon, file}, err
+	return memory{anon: anon, file: file}, err
 }
 
 func measureLbctl(o options, consulAddr, dir string) (memory, error) {
@@ -162,15 +180,49 @@ programs:
 	if err := os.WriteFile(filepath.Join(dir, "lbctl.yaml"), []byte(cfg), 0o644); err != nil {
 		return memory{}, err
 	}
-	cmd := exec.Command(o.lbctl, "run", "--config", filepath.Join(dir, "lbctl.yaml"), "--log-level", "warn")
-	if err := startLogged(cmd, filepath.Join(dir, "lbctl.log")); err != nil {
+	logPath := filepath.Join(dir, "lbctl.log")
+	cmd := exec.Command(o.lbctl, "run", "--config", filepath.Join(dir, "lbctl.yaml"), "--log-level", "info")
+	if err := startLogged(cmd, logPath); err != nil {
 		return memory{}, err
 	}
 	defer stop(cmd)
-	if _, err := settledRSS(cmd.Process.Pid, filepath.Join(dir, "conf.d", "lbctl.conf"), o); err != nil {
+	if err := renderedAll(filepath.Join(dir, "conf.d", "lbctl.conf"), o.services); err != nil {
 		return memory{}, err
 	}
-	return memoryOf(cmd.Process.Pid)
+	var from, to int
+	if err := poll(60*time.Second, func() (err error) { from, to, err = releaseLogged(logPath); return err }); err != nil {
+		return memory{}, err
+	}
+	if _, err := changedAndSettled(cmd.Process.Pid, consulAddr, filepath.Join(dir, "conf.d", "lbctl.conf"), o); err != nil {
+		return memory{}, err
+	}
+	m, err := memoryOf(cmd.Process.Pid)
+	m.releasedFrom, m.releasedTo = from, to
+	return m, err
+}
+
+// releaseLogged finds lbctl's "released start-up memory" line in its log
+// and returns the RSS it reports before and after, in kB.
+func releaseLogged(logPath string) (before, after int, err error) {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, `msg="released start-up memory"`) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if v, ok := strings.CutPrefix(f, "rss_before_kb="); ok {
+				before, _ = strconv.Atoi(v)
+			}
+			if v, ok := strings.CutPrefix(f, "rss_after_kb="); ok {
+				after, _ = strconv.Atoi(v)
+			}
+		}
+		return before, after, nil
+	}
+	return 0, 0, fmt.Errorf("lbctl has not logged releasing its start-up memory")
 }
 
 func measureSupervisord(o options, consulAddr, dir string) (supervisord, consulTemplate int, err error) {
@@ -212,7 +264,10 @@ command=%[3]s -consul-addr %[4]s -template "%[1]s/lb.tpl:%[5]s:supervisorctl -c 
 		return 0, 0, err
 	}
 	defer stop(cmd)
-	sd, err := settledRSS(cmd.Process.Pid, out, o)
+	if err := renderedAll(out, o.services); err != nil {
+		return 0, 0, err
+	}
+	sd, err := changedAndSettled(cmd.Process.Pid, consulAddr, out, o)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -233,21 +288,65 @@ func writeNginxConf(dir string) error {
 	return os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644)
 }
 
-// settledRSS waits for the first render to reach its file, lets the stack
-// run for the settle time, and reads pid's RSS.
-func settledRSS(pid int, rendered string, o options) (int, error) {
-	err := poll(60*time.Second, func() error {
+// renderedAll waits until the rendered file has an upstream per service.
+func renderedAll(rendered string, services int) error {
+	return poll(60*time.Second, func() error {
 		b, err := os.ReadFile(rendered)
-		if err == nil && strings.Count(string(b), "upstream ") < o.services {
+		if err == nil && strings.Count(string(b), "upstream ") < services {
 			err = fmt.Errorf("%d upstreams rendered", strings.Count(string(b), "upstream "))
 		}
 		return err
 	})
-	if err != nil {
+}
+
+// changedAndSettled puts the stack through o.changes health changes, lets
+// it run for the settle time, and reads pid's RSS.
+func changedAndSettled(pid int, consulAddr, rendered string, o options) (int, error) {
+	if err := changeHealth(consulAddr, rendered, o); err != nil {
 		return 0, err
 	}
 	time.Sleep(o.settle) // a measurement window, not a wait for an event
 	return rss(pid)
+}
+
+// changeHealth takes instance 0 of one service after another out of service
+// (a critical check) and back in, waiting each time until the rendered file
+// shows it: o.changes changes, each rendered and reloaded.
+func changeHealth(consulAddr, rendered string, o options) error {
+	client, err := api.NewClient(&api.Config{Address: consulAddr})
+	if err != nil {
+		return err
+	}
+	for n := range o.changes {
+		s, status := (n/2)%o.services, api.HealthCritical
+		if n%2 == 1 {
+			status = api.HealthPassing
+		}
+		if err := setInstanceHealth(client, s, status); err != nil {
+			return err
+		}
+		addr := fmt.Sprintf("%s:%d", instanceAddress(s, 0), 7000)
+		err := poll(30*time.Second, func() error {
+			b, err := os.ReadFile(rendered)
+			if err == nil && strings.Contains(string(b), addr) != (status == api.HealthPassing) {
+				err = fmt.Errorf("%s not rendered %s yet", addr, status)
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// setInstanceHealth registers instance 0 of service s again with a check in status.
+func setInstanceHealth(client *api.Client, s int, status string) error {
+	reg := instanceRegistration(s, 0)
+	reg.Check = &api.AgentCheck{Node: reg.Node, CheckID: "health-" + reg.Service.ID, Name: "health",
+		Status: status, ServiceID: reg.Service.ID}
+	_, err := client.Catalog().Register(reg, nil)
+	return err
 }
 
 // rss is VmRSS of pid in kB.
