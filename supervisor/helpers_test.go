@@ -164,6 +164,17 @@ func (h *harness) waitOutput(text string) {
 	})
 }
 
+// waitOutputCount polls the program output until text appears n times.
+func (h *harness) waitOutputCount(text string, n int) {
+	h.t.Helper()
+	testrig.WaitFor(h.t, 10*time.Second, fmt.Sprintf("output %s %d times", text, n), func() error {
+		if strings.Count(h.out.String(), text) >= n {
+			return nil
+		}
+		return fmt.Errorf("output so far: %q", h.out.String())
+	})
+}
+
 // alive says whether pid is a live process (a zombie is not).
 func alive(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -42,8 +42,10 @@ func (pr *process) wait() error {
 // copied line by line to out/errOut (and logFile). Only the pipes' read ends
 // stay open in lbctl, so exec.Cmd starts no copying goroutines of its own and
 // Wait returns the moment the process exits, even if a grandchild still holds
-// the pipe.
+// the pipe. The program starts with default signal dispositions, whatever
+// lbctl inherited.
 func spawn(p *Program, out, errOut *lockedWriter, logFile *rotatingFile) (*process, error) {
+	defaultDispositions()
 	cmd := exec.Command(p.Command[0], p.Command[1:]...)
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Dir = p.Dir

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -530,4 +531,28 @@ func TestExitWaitsForLastOutputButNotForGrandchildren(t *testing.T) {
 	if st := h.waitState("holder", Exited); st.LastExit == nil || st.LastExit.Code != 4 {
 		t.Fatalf("holder: %+v, want EXITED with code 4 while its grandchild holds the pipe", st)
 	}
+}
+
+// nohup starts lbctl with SIGHUP ignored; its programs must still be able to
+// trap SIGHUP (exec keeps an ignored signal ignored).
+func TestProgramsStartWithDefaultSignalsThoughLbctlIgnoresThem(t *testing.T) {
+	signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
+	t.Cleanup(func() { signal.Reset(syscall.SIGHUP, syscall.SIGINT) })
+	p := prog("app", `trap 'echo hup' HUP; trap 'echo int' INT; echo ready; while :; do sleep 0.01; done`)
+	h := start(t, p)
+	h.waitOutput("app | ready")
+	for sig, line := range map[syscall.Signal]string{syscall.SIGHUP: "app | hup", syscall.SIGINT: "app | int"} {
+		if err := h.sup.Signal(context.Background(), "app", sig); err != nil {
+			t.Fatal(err)
+		}
+		h.waitOutput(line)
+	}
+	// lbctl itself still ignores them: this would end the test binary.
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sup.Signal(context.Background(), "app", syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	h.waitOutputCount("app | hup", 2)
 }
