@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/internal/consulclient"
 )
 
 // StatsPrefix holds every load balancer's counts: StatsPrefix + lb + "/" + service.
@@ -113,9 +115,9 @@ func (p *Publisher) ensureSession(ctx context.Context) error {
 		return nil
 	}
 	const ttl = "15s"
-	id, _, err := p.Client.Session().Create(&api.SessionEntry{
+	id, err := consulclient.CreateSession(ctx, p.Client, &api.SessionEntry{
 		Name: "lbctl stats " + p.LB, TTL: ttl, Behavior: api.SessionBehaviorDelete, LockDelay: time.Millisecond,
-	}, (&api.WriteOptions{}).WithContext(ctx))
+	})
 	if err != nil {
 		return fmt.Errorf("create stats session: %w", err)
 	}

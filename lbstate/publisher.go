@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/catalog"
+	"github.com/lbctl/lbctl/internal/consulclient"
 )
 
 // Publisher is the load balancer's side: it keeps the key Prefix+ID holding
@@ -181,7 +182,7 @@ func (p *Publisher) createSession(ctx context.Context) (string, error) {
 		Behavior:  api.SessionBehaviorDelete,
 		LockDelay: time.Millisecond, // a restarted load balancer may take its key back at once
 	}
-	id, _, err := p.client.Session().Create(entry, (&api.WriteOptions{}).WithContext(ctx))
+	id, err := consulclient.CreateSession(ctx, p.client, entry)
 	if err != nil {
 		return "", fmt.Errorf("create session: %w", err)
 	}

@@ -5,6 +5,7 @@ package consulclient
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/internal/longpoll"
 )
 
@@ -108,4 +110,32 @@ func Token(c config.Consul) (string, error) {
 		return "", fmt.Errorf("consul token file: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// CreateSession creates a session, retrying (until ctx ends) while the agent
+// is still starting: a session belongs to a node, and an agent that has just
+// started answers "No cluster leader" and then "Missing node registration"
+// until it has registered its own node, a second or so. Any other error is
+// returned at once.
+func CreateSession(ctx context.Context, client *api.Client, entry *api.SessionEntry) (string, error) {
+	retry := backoff.New(20*time.Millisecond, time.Second)
+	for {
+		id, _, err := client.Session().Create(entry, (&api.WriteOptions{}).WithContext(ctx))
+		if err == nil || !agentStarting(err) {
+			return id, err
+		}
+		if ctx.Err() != nil || retry.Wait(ctx) != nil {
+			return "", fmt.Errorf("%w (the agent was still starting)", err)
+		}
+	}
+}
+
+// agentStarting says whether err is a Consul agent's answer while it has no
+// leader or has not registered its own node yet.
+func agentStarting(err error) bool {
+	var se api.StatusError
+	if !errors.As(err, &se) || se.Code != http.StatusInternalServerError {
+		return false
+	}
+	return strings.Contains(se.Body, "Missing node registration") || strings.Contains(se.Body, "No cluster leader")
 }

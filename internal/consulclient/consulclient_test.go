@@ -1,6 +1,7 @@
 package consulclient
 
 import (
+	"context"
 	"encoding/pem"
 	"io"
 	"net/http"
@@ -8,9 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/testrig"
 )
 
 func TestAPIConfigReadsTokenFileAndScheme(t *testing.T) {
@@ -66,5 +72,55 @@ func TestNewSpeaksTLSToAnHTTPSAgent(t *testing.T) {
 	}
 	if _, err := untrusted.Status().Leader(); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("leader without the CA = %v, want a certificate error", err)
+	}
+}
+
+func TestCreateSessionWaitsForAStartingAgent(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch requests.Add(1) {
+		case 1:
+			http.Error(w, "No cluster leader", http.StatusInternalServerError)
+		case 2:
+			http.Error(w, "apply failed: Missing node registration", http.StatusInternalServerError)
+		default:
+			io.WriteString(w, `{"ID":"s-1"}`)
+		}
+	}))
+	defer srv.Close()
+	client, err := api.NewClient(&api.Config{Address: srv.Listener.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := CreateSession(context.Background(), client, &api.SessionEntry{TTL: "10s"})
+	if err != nil || id != "s-1" || requests.Load() != 3 {
+		t.Fatalf("got %q, %v after %d requests; want s-1 after 3", id, err, requests.Load())
+	}
+}
+
+func TestCreateSessionReturnsOtherErrorsAtOnce(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		http.Error(w, "Permission denied", http.StatusForbidden)
+	}))
+	defer srv.Close()
+	client, err := api.NewClient(&api.Config{Address: srv.Listener.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CreateSession(context.Background(), client, &api.SessionEntry{}); err == nil || requests.Load() != 1 {
+		t.Fatalf("got %v after %d requests; want the 403 after 1", err, requests.Load())
+	}
+}
+
+// A real agent that has just started: no leader yet, its node not registered.
+func TestCreateSessionOnAnAgentThatHasJustStarted(t *testing.T) {
+	c := testrig.StartConsul(t, testrig.ConsulOptions{Early: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := CreateSession(ctx, c.Client, &api.SessionEntry{TTL: "10s"})
+	if err != nil || id == "" {
+		t.Fatalf("create session on a starting agent: %q, %v", id, err)
 	}
 }

@@ -25,6 +25,7 @@ type Consul struct {
 	bin        string
 	args       []string
 	persistent bool
+	early      bool
 	dir        string
 	logPath    string
 	cmd        *exec.Cmd
@@ -36,6 +37,10 @@ type ConsulOptions struct {
 	// Persistent runs a single-server cluster with a data directory instead of
 	// -dev, so registrations survive Stop and Start. Start-up takes longer.
 	Persistent bool
+	// Early returns as soon as the agent answers HTTP, before it has a leader
+	// or has registered its own node: what lbctl finds when it starts beside
+	// an agent that has just started.
+	Early bool
 }
 
 // ConsulBinary finds the consul built by scripts/install-deps.sh (or $LBCTL_CONSUL).
@@ -44,7 +49,7 @@ func ConsulBinary(t testing.TB) string {
 }
 
 // StartConsul starts `consul agent -dev` on free loopback ports and waits
-// until it has a leader. It is stopped when the test ends.
+// until it has a leader and has registered its own node (unless Early). It is stopped when the test ends.
 func StartConsul(t testing.TB, opts ...ConsulOptions) *Consul {
 	t.Helper()
 	var o ConsulOptions
@@ -59,7 +64,7 @@ func StartConsul(t testing.TB, opts ...ConsulOptions) *Consul {
 		bin:     ConsulBinary(t),
 		logPath: filepath.Join(dir, "consul.log"),
 	}
-	c.persistent, c.dir = o.Persistent, dir
+	c.persistent, c.early, c.dir = o.Persistent, o.Early, dir
 	// Until the test has the agent, every port may still change: a port
 	// taken between FreePort and the agent's bind is retried on fresh ones.
 	for attempt := 1; ; attempt++ {
@@ -98,7 +103,7 @@ func (c *Consul) pickPorts(httpPort int) {
 	}
 }
 
-// Start restarts a stopped agent on the same ports and waits for a leader.
+// Start restarts a stopped agent on the same ports and waits as StartConsul does.
 func (c *Consul) Start() {
 	c.t.Helper()
 	if err := c.start(); err != nil {
@@ -130,14 +135,13 @@ func (c *Consul) start() error {
 		default:
 		}
 		leader, err := c.Client.Status().Leader()
-		if err != nil {
+		if err != nil || c.early {
 			return err
 		}
 		if leader == "" {
 			return fmt.Errorf("no leader yet")
 		}
-		_, _, err = c.Client.Catalog().Services(nil)
-		return err
+		return c.nodeRegistered()
 	})
 	if exited != nil {
 		c.cmd = nil
@@ -147,6 +151,24 @@ func (c *Consul) start() error {
 		c.Stop()
 	}
 	return err
+}
+
+// nodeRegistered says whether the agent's own node is in the catalog: until
+// it is, sessions (which belong to a node) cannot be created, and Consul
+// answers "Missing node registration".
+func (c *Consul) nodeRegistered() error {
+	name, err := c.Client.Agent().NodeName()
+	if err != nil {
+		return err
+	}
+	node, _, err := c.Client.Catalog().Node(name, nil)
+	if err != nil {
+		return err
+	}
+	if node == nil {
+		return fmt.Errorf("node %s not registered yet", name)
+	}
+	return nil
 }
 
 // Stop ends the agent (SIGINT, like Ctrl-C: it leaves gracefully) and waits.
