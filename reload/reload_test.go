@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/loadgen"
 	"github.com/lbctl/lbctl/render"
@@ -78,43 +81,104 @@ func TestInvalidRenderIsRejectedAndTrafficKeepsFlowing(t *testing.T) {
 	}
 }
 
-func TestBurstOf50ChangesGivesAtMostTwoReloads(t *testing.T) {
-	r := newRig(t, rigOptions{})
+// Changes closer together than wait.min are folded into one reload. wait.min
+// is 2s here, far more than the test's gaps between changes even on a busy
+// machine, so the promise is exactly one reload for the whole burst.
+func TestChangesCloserThanWaitMinAreFoldedIntoOneReload(t *testing.T) {
+	r := newRig(t, rigOptions{wait: config.Wait{Min: 2 * time.Second, Max: 30 * time.Second}})
 	a := testrig.StartGreeter(t, "alpha", "v1")
 	r.consul.Register(a.Registration("greeter"))
 	r.start()
 	testrig.ExpectInstance(t, r.addr, "alpha", 10*time.Second)
 	before := r.reloads(Applied)
 
-	// 50 weight changes, one every 2ms, each sent without waiting for the last.
-	reg := a.Registration("greeter")
-	start := time.Now()
-	tick := time.NewTicker(2 * time.Millisecond)
-	errs := make(chan error, 50)
-	for i := range 50 {
-		<-tick.C
-		reg := *reg
-		reg.Meta = map[string]string{"weight": strconv.Itoa(i%9 + 2)}
-		go func() { errs <- r.consul.Client.Agent().ServiceRegister(&reg) }()
-	}
-	tick.Stop()
+	w := newWeights(t, r, a)
 	for range 50 {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
+		w.next()
 	}
-	t.Logf("50 changes sent in %s", time.Since(start))
-	final := "weight=" + strconv.Itoa(49%9+2)
-	testrig.WaitFor(t, 10*time.Second, "nginx to serve the last change", func() error {
-		if live := r.confirmed.Load(); live == nil || !strings.Contains(*live, final) {
+	if w.maxGap >= 2*time.Second {
+		t.Fatalf("the test itself paused %s between two changes, more than wait.min", w.maxGap)
+	}
+	t.Logf("50 changes sent in %s, at most %s apart", time.Since(w.start), w.maxGap)
+	w.waitLastServed()
+	if n := r.reloads(Applied) - before; n != 1 {
+		t.Fatalf("%d reloads for 50 changes never wait.min apart, want 1", n)
+	}
+}
+
+// No change waits longer than wait.max: changes that keep coming, never
+// wait.min apart, are still applied, wait.max after the first of them.
+func TestChangesThatKeepComingAreAppliedAfterWaitMax(t *testing.T) {
+	wait := config.Wait{Min: time.Second, Max: 2 * time.Second}
+	r := newRig(t, rigOptions{wait: wait})
+	a := testrig.StartGreeter(t, "alpha", "v1")
+	r.consul.Register(a.Registration("greeter"))
+	r.start()
+	testrig.ExpectInstance(t, r.addr, "alpha", 10*time.Second)
+	before := r.reloads(Applied)
+
+	w := newWeights(t, r, a)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for r.reloads(Applied) == before {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("no reload in 20s of changes %s apart at most: wait.max %s not honoured", w.maxGap, wait.Max)
+		}
+		w.next()
+	}
+	if w.maxGap >= wait.Min {
+		t.Fatalf("the test itself paused %s between two changes, more than wait.min", w.maxGap)
+	}
+	t.Logf("applied %s after the first of %d changes, at most %s apart", time.Since(w.start), w.sent, w.maxGap)
+	w.waitLastServed()
+}
+
+// weights registers one instance again and again with a new weight each
+// time, each registration done before the next, so the last one sent is
+// what Consul ends up with.
+type weights struct {
+	t        *testing.T
+	r        *rig
+	reg      api.AgentServiceRegistration
+	sent     int
+	start    time.Time
+	lastSent time.Time
+	maxGap   time.Duration
+}
+
+func newWeights(t *testing.T, r *rig, g *testrig.Greeter) *weights {
+	return &weights{t: t, r: r, reg: *g.Registration("greeter"), start: time.Now()}
+}
+
+func (w *weights) weight() string { return strconv.Itoa(w.sent%9 + 2) }
+
+func (w *weights) next() {
+	w.t.Helper()
+	w.sent++
+	reg := w.reg
+	reg.Meta = map[string]string{"weight": w.weight()}
+	if err := w.r.consul.Client.Agent().ServiceRegister(&reg); err != nil {
+		w.t.Fatal(err)
+	}
+	now := time.Now()
+	if !w.lastSent.IsZero() {
+		w.maxGap = max(w.maxGap, now.Sub(w.lastSent))
+	}
+	w.lastSent = now
+}
+
+func (w *weights) waitLastServed() {
+	w.t.Helper()
+	final := "weight=" + w.weight()
+	testrig.WaitFor(w.t, 20*time.Second, "nginx to serve the last change ("+final+")", func() error {
+		if live := w.r.confirmed.Load(); live == nil || !strings.Contains(*live, final) {
 			return errors.New("not yet")
 		}
-		return r.ctl.Healthy()
+		return w.r.ctl.Healthy()
 	})
-	if n := r.reloads(Applied) - before; n > 2 || n < 1 {
-		t.Fatalf("%d reloads for the burst, want 1 or 2", n)
-	}
-	t.Logf("%d reloads for the burst", r.reloads(Applied)-before)
 }
 
 func TestConsulOutageLosesNoCallAndConverges(t *testing.T) {
