@@ -4,13 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/internal/latest"
+	"github.com/lbctl/lbctl/internal/view"
 )
 
 // Watcher runs one blocking health query per Query and sends a Snapshot on
@@ -23,6 +24,8 @@ type Watcher struct {
 	OnError func(q Query, err error)
 	// WaitTime is how long one blocking query may hang in Consul.
 	WaitTime time.Duration
+	// MinGap is the least time between the starts of one query's requests.
+	MinGap time.Duration
 	// Backoff bounds the retry delay after errors.
 	MinBackoff, MaxBackoff time.Duration
 }
@@ -39,7 +42,8 @@ func NewWatcher(client *api.Client, queries []Query, log *slog.Logger) *Watcher 
 	}
 	return &Watcher{
 		client: client, queries: uniq, log: log.With("component", "catalog"),
-		WaitTime: 5 * time.Minute, MinBackoff: 50 * time.Millisecond, MaxBackoff: 5 * time.Second,
+		WaitTime: 5 * time.Minute,
+		MinGap:   view.DefaultMinGap, MinBackoff: view.DefaultMinBackoff, MaxBackoff: view.DefaultMaxBackoff,
 	}
 }
 
@@ -57,9 +61,13 @@ func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 	if len(w.queries) == 0 {
 		return latest.Send(ctx, out, Snapshot{Instances: map[Query][]Instance{}, Indexes: map[Query]uint64{}})
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	var queries sync.WaitGroup
+	defer queries.Wait() // no query outlives Run
+	defer cancel()
 	results := make(chan result)
 	for _, q := range w.queries {
-		go w.watchQuery(ctx, q, results)
+		queries.Go(func() { w.watchQuery(ctx, q, results) })
 	}
 	current := map[Query]result{}
 	for {
@@ -114,68 +122,41 @@ func snapshotOf(current map[Query]result) Snapshot {
 	return s
 }
 
-// watchQuery runs blocking queries for q until ctx ends, sending a result
-// whenever the instances change. Same index back means nothing happened; an
-// index that goes backwards resets to 0 (Consul's rules for blocking queries).
-func (w *Watcher) watchQuery(ctx context.Context, q Query, results chan<- result) {
-	var (
-		index    uint64
-		lastSent uint64
-		last     []Instance
-		sent     bool
-		failures int
-	)
-	for ctx.Err() == nil {
-		instances, meta, err := w.fetch(ctx, q, index)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			failures++
-			w.reportError(q, err, failures)
-			if !backoff.Sleep(ctx, backoff.Delay(failures, w.MinBackoff, w.MaxBackoff, nil)) {
-				return
-			}
-			continue
-		}
-		failures = 0
-		switch {
-		case meta.LastIndex < index:
-			index = 0
-		default:
-			index = meta.LastIndex
-		}
-		if sent && Equal(instances, last) {
-			if meta.LastIndex == lastSent {
-				continue // same answer again: nothing happened
-			}
-			// Same instances at a newer index (an instance that was already
-			// out went into maintenance, say): still sent, so load balancers
-			// can confirm they serve this index (package lbstate). Reusing the
-			// old slice keeps it cheap downstream.
-			instances = last
-		}
-		last, sent, lastSent = instances, true, meta.LastIndex
+// watchQuery runs blocking queries for q until ctx ends (package view has
+// the index rules), sending a result whenever the instances change.
+func (w *Watcher) watchQuery(ctx context.Context, q Query, results chan<- result) error {
+	v := view.New(func(ctx context.Context, index uint64) ([]Instance, uint64, error) {
+		return w.fetch(ctx, q, index)
+	}, Equal)
+	// Same instances at a newer index (an instance that was already out
+	// went into maintenance, say) are still sent, so load balancers can
+	// confirm they serve this index (package lbstate). The view hands on
+	// the old slice, which keeps it cheap downstream.
+	v.IndexOnly = true
+	v.MinGap, v.MinBackoff, v.MaxBackoff = w.MinGap, w.MinBackoff, w.MaxBackoff
+	v.OnError = func(err error, failures int) { w.reportError(q, err, failures) }
+	return v.Run(ctx, func(instances []Instance, index uint64) error {
 		select {
-		case results <- result{query: q, instances: instances, index: meta.LastIndex}:
+		case results <- result{query: q, instances: instances, index: index}:
+			return nil
 		case <-ctx.Done():
-			return
+			return ctx.Err()
 		}
-	}
+	})
 }
 
-func (w *Watcher) fetch(ctx context.Context, q Query, index uint64) ([]Instance, *api.QueryMeta, error) {
+func (w *Watcher) fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error) {
 	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: w.WaitTime, Datacenter: q.Datacenter}).WithContext(ctx)
 	entries, meta, err := w.client.Health().Service(q.Service, q.Tag, true, opts)
 	if err != nil {
-		return nil, nil, fmt.Errorf("health of %s: %w", q, err)
+		return nil, 0, fmt.Errorf("health of %s: %w", q, err)
 	}
 	instances := make([]Instance, 0, len(entries))
 	for _, e := range entries {
 		instances = append(instances, instanceOf(e))
 	}
 	SortInstances(instances)
-	return instances, meta, nil
+	return instances, meta.LastIndex, nil
 }
 
 func instanceOf(e *api.ServiceEntry) Instance {

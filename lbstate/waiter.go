@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/lbctl/lbctl/internal/view"
 )
 
 // Waiter is the draining instance's side: it waits, with blocking queries on
@@ -62,47 +63,36 @@ func (w *Waiter) Wait(ctx context.Context, t Target, timeout time.Duration) (Res
 		wctx, cancel = context.WithTimeout(ctx, timeout)
 	}
 	defer cancel()
-	var (
-		index    uint64
-		res      = Result{Index: t.Index}
-		failures int
-	)
-	for {
-		q := (&api.QueryOptions{WaitIndex: index, WaitTime: w.WaitTime}).WithContext(wctx)
+	res := Result{Index: t.Index}
+	v := view.New(func(ctx context.Context, index uint64) (api.KVPairs, uint64, error) {
+		q := (&api.QueryOptions{WaitIndex: index, WaitTime: w.WaitTime}).WithContext(ctx)
 		pairs, meta, err := w.client.KV().List(w.Prefix, q)
-		if ctx.Err() != nil {
-			return res, fmt.Errorf("wait for load balancers: %w", ctx.Err())
-		}
-		if wctx.Err() != nil {
-			res.TimedOut, res.Waited = true, time.Since(start)
-			return res, nil
-		}
 		if err != nil {
-			failures++
-			res.LastErr = fmt.Errorf("list load balancers under %s: %w", w.Prefix, err)
-			w.log.Debug("listing load balancers failed; retrying", "err", err)
-			w.pause(wctx, failures) // when wctx ends, the next round reports it
-			continue
+			return nil, 0, fmt.Errorf("list load balancers under %s: %w", w.Prefix, err)
 		}
-		failures, res.LastErr = 0, nil
-		index = nextIndex(index, meta.LastIndex)
+		res.LastErr = nil // the wait no longer ends on a failure
+		return pairs, meta.LastIndex, nil
+	}, nil)
+	v.MinBackoff, v.MaxBackoff = w.RetryMin, w.RetryMax
+	v.OnError = func(err error, _ int) {
+		res.LastErr = err
+		w.log.Debug("listing load balancers failed; retrying", "err", err)
+	}
+	err := v.Run(wctx, func(pairs api.KVPairs, _ uint64) error {
 		res = w.evaluate(pairs, t)
 		res.Index = t.Index
 		if len(res.Pending) == 0 {
-			res.Waited = time.Since(start)
-			return res, nil
+			return view.ErrStop
 		}
 		w.log.Debug("waiting for load balancers", "pending", res.Pending, "index", t.Index)
+		return nil
+	})
+	// Run ends with an error only when wctx does: ctx, or the timeout.
+	if err != nil && ctx.Err() != nil {
+		return res, fmt.Errorf("wait for load balancers: %w", ctx.Err())
 	}
-}
-
-// nextIndex follows Consul's blocking-query rules: an index that went
-// backwards (a restored or restarted cluster) starts over from 0.
-func nextIndex(prev, got uint64) uint64 {
-	if got < prev {
-		return 0
-	}
-	return got
+	res.TimedOut, res.Waited = err != nil, time.Since(start)
+	return res, nil
 }
 
 // evaluate sorts the live load balancers into confirmed, pending and ignored.
@@ -132,20 +122,4 @@ func (w *Waiter) evaluate(pairs api.KVPairs, t Target) Result {
 	slices.Sort(res.Pending)
 	slices.Sort(res.Ignored)
 	return res
-}
-
-// pause sleeps a jittered, growing delay after a failed query, or until ctx ends.
-func (w *Waiter) pause(ctx context.Context, failures int) {
-	d := w.RetryMin
-	for i := 1; i < failures && d < w.RetryMax; i++ {
-		d *= 2
-	}
-	d = min(d, w.RetryMax)
-	d = d/2 + time.Duration(rand.Float64()*float64(d/2))
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
 }

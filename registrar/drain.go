@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/internal/backoff"
+	"github.com/lbctl/lbctl/internal/view"
 	"github.com/lbctl/lbctl/lbstate"
 )
 
@@ -134,30 +135,30 @@ func (r *Registrar) outOfService(entries []*api.ServiceEntry, gone bool) bool {
 // waitForCatalog runs blocking health queries for the service until done
 // says the answer shows what we wait for, and returns that answer's index.
 func (r *Registrar) waitForCatalog(ctx context.Context, done func([]*api.ServiceEntry) bool) (uint64, error) {
-	b := backoff.New(50*time.Millisecond, time.Second)
-	var index uint64
-	for {
+	v := view.New(func(ctx context.Context, index uint64) ([]*api.ServiceEntry, uint64, error) {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second}).WithContext(ctx)
 		entries, meta, err := r.client.Health().Service(r.svc.Name, "", false, q)
-		if err == nil && done(entries) {
-			return meta.LastIndex, nil
+		if err != nil {
+			return nil, 0, err
 		}
-		if err == nil {
-			index = nextIndex(index, meta.LastIndex)
-			b.Reset()
-			continue
+		return entries, meta.LastIndex, nil
+	}, nil)
+	v.MaxBackoff = time.Second
+	var lastErr error
+	v.OnError = func(err error, _ int) { lastErr = err }
+	var found uint64
+	err := v.Run(ctx, func(entries []*api.ServiceEntry, index uint64) error {
+		if !done(entries) {
+			return nil
 		}
-		if werr := b.Wait(ctx); werr != nil {
-			return 0, fmt.Errorf("wait for the catalog to show %s out of service: %w (last error: %v)", r.svc.ID, werr, err)
-		}
+		found = index
+		return view.ErrStop
+	})
+	if err != nil && lastErr != nil {
+		err = fmt.Errorf("%w (last error: %v)", err, lastErr)
 	}
-}
-
-// nextIndex follows Consul's blocking-query rules: an index that went
-// backwards starts over from 0.
-func nextIndex(prev, got uint64) uint64 {
-	if got < prev {
-		return 0
+	if err != nil {
+		return 0, fmt.Errorf("wait for the catalog to show %s out of service: %w", r.svc.ID, err)
 	}
-	return got
+	return found, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/catalog"
+	"github.com/lbctl/lbctl/internal/view"
 	"github.com/lbctl/lbctl/lbstate"
 )
 
@@ -48,26 +49,22 @@ func (lb *FakeLB) Stop() {
 }
 
 func (lb *FakeLB) watch(ctx context.Context, client *api.Client, service string, apply func([]*api.ServiceEntry)) {
-	var index uint64
-	for ctx.Err() == nil {
+	v := view.New(func(ctx context.Context, index uint64) ([]*api.ServiceEntry, uint64, error) {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx)
 		entries, meta, err := client.Health().Service(service, "", true, q)
 		if err != nil {
-			select {
-			case <-ctx.Done():
-			case <-time.After(50 * time.Millisecond):
-			}
-			continue
+			return nil, 0, err
 		}
-		if meta.LastIndex == index {
-			continue
-		}
-		index = meta.LastIndex
+		return entries, meta.LastIndex, nil
+	}, nil)
+	v.MaxBackoff = 50 * time.Millisecond
+	v.Run(ctx, func(entries []*api.ServiceEntry, index uint64) error {
 		if apply != nil {
 			apply(entries)
 		}
 		lb.Publisher.Publish(ctx, map[catalog.Query]uint64{{Service: service}: index})
-	}
+		return nil
+	})
 }
 
 // PublishStale publishes index for service once, as a load balancer that
