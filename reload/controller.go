@@ -30,7 +30,8 @@ type Clock = clock.Clock
 // Options configure a Controller.
 type Options struct {
 	// Nginx gives the binary for nginx -t, the main config and prefix to
-	// validate against, and the pid file used when MasterPID is nil.
+	// validate against, and the pid file used when MasterPID is nil (zero
+	// values: config defaults).
 	Nginx config.Nginx
 	// MasterPID finds the nginx master to signal (the supervisor's nginx
 	// program). nil reads Nginx.PIDFile. Returning an error wrapping
@@ -83,9 +84,6 @@ func New(opts Options) *Controller {
 	if opts.Clock == nil {
 		opts.Clock = clock.Real
 	}
-	if opts.Nginx.Binary == "" {
-		opts.Nginx.Binary = "nginx"
-	}
 	if opts.ConfirmTimeout <= 0 {
 		opts.ConfirmTimeout = 10 * time.Second
 	}
@@ -93,9 +91,9 @@ func New(opts Options) *Controller {
 		pidFile := opts.Nginx.PIDFile
 		opts.MasterPID = func() (int, error) { return PIDFromFile(pidFile) }
 	}
-	w := config.Config{Wait: opts.Wait}
-	w.SetDefaults()
-	opts.Wait = w.Wait
+	d := config.Config{Nginx: opts.Nginx, Wait: opts.Wait} // zero values: config's defaults
+	d.SetDefaults()
+	opts.Nginx, opts.Wait = d.Nginx, d.Wait
 	log := opts.Log.With("component", "reload")
 	v := newValidator(opts.Nginx.Binary, opts.Nginx.Config, opts.Nginx.Prefix)
 	return &Controller{

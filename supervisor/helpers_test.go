@@ -12,21 +12,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
-// prog is a program that starts at once (startsecs 0) and retries fast.
+// prog is a program that starts at once (startsecs 0) and retries fast;
+// the rest are config's defaults.
 func prog(name, script string) Program {
-	p := Program{
+	zero, retries, stopWait := 0.0, 3, 5.0
+	p, err := FromConfig(config.Program{
 		Name:         name,
 		Command:      []string{"sh", "-c", script},
-		Autostart:    true,
-		StartRetries: 3,
-		BackoffMin:   5 * time.Millisecond,
-		BackoffMax:   20 * time.Millisecond,
-		StopWait:     5 * time.Second,
+		StartSecs:    &zero,
+		StartRetries: &retries,
+		Backoff:      config.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
+		StopWaitSecs: &stopWait,
+	})
+	if err != nil {
+		panic(err)
 	}
-	p.Defaults()
 	return p
 }
 
