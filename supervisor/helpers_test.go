@@ -84,7 +84,7 @@ func start(t *testing.T, programs ...Program) *harness {
 	return startWith(t, Options{}, programs...)
 }
 
-// startWith is start with some Options set (Clock, Rand, Registerer).
+// startWith is start with some Options set (Rand, Registerer).
 func startWith(t *testing.T, opts Options, programs ...Program) *harness {
 	t.Helper()
 	h := &harness{t: t, rec: &recorder{}, out: &testrig.LogBuffer{}, errOut: &testrig.LogBuffer{}, result: make(chan error, 1)}
@@ -177,59 +177,4 @@ func alive(pid int) bool {
 	// pid (comm) S ...: the state follows the last ')'.
 	rest := string(data[bytes.LastIndexByte(data, ')')+1:])
 	return !strings.HasPrefix(strings.TrimSpace(rest), "Z")
-}
-
-// fakeClock hands out timers that fire only when the test says so.
-type fakeClock struct {
-	mu     sync.Mutex
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	d       time.Duration
-	ch      chan time.Time
-	stopped bool
-}
-
-func (c *fakeClock) Now() time.Time { return time.Now() }
-
-func (c *fakeClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
-	t := &fakeTimer{d: d, ch: make(chan time.Time, 1)}
-	c.mu.Lock()
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	return t.ch, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !t.stopped
-		t.stopped = true
-		return was
-	}
-}
-
-// pending is the durations of the timers neither fired nor stopped.
-func (c *fakeClock) pending() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []time.Duration
-	for _, t := range c.timers {
-		if !t.stopped {
-			out = append(out, t.d)
-		}
-	}
-	return out
-}
-
-// fire fires the pending timer of duration d; false if there is none.
-func (c *fakeClock) fire(d time.Duration) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, t := range c.timers {
-		if !t.stopped && t.d == d {
-			t.stopped = true
-			t.ch <- time.Now()
-			return true
-		}
-	}
-	return false
 }
