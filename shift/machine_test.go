@@ -212,49 +212,38 @@ func TestCheckSteps(t *testing.T) {
 	}
 }
 
-func TestRunnerResumesAnInterruptedShiftWithoutMovingBack(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		r, store, _ := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
-		interrupted := Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: Interrupted}.At(30)
-		store.Save(context.Background(), interrupted, 0)
-		store.history = nil
-		if _, err := r.Run(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := store.trail(), "50:running 100:running 100:done"; got != want {
-			t.Fatalf("writes: %s, want %s", got, want)
-		}
-	})
-}
-
-func TestRunnerStartsOverAfterARollback(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		r, store, _ := newTestRunner([]int{10, 100}, func(int, bool) (bool, error) { return true, nil })
-		back := Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: RolledBack}.At(0)
-		store.Save(context.Background(), back, 0)
-		store.history = nil
-		if _, err := r.Run(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := store.trail(), "10:running 100:running 100:done"; got != want {
-			t.Fatalf("writes: %s, want %s", got, want)
-		}
-	})
-}
-
-func TestRunnerNeverMovesBackAfterDone(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		r, store, _ := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
-		done := Split{Service: "greeter", From: "blue", To: "green", Step: 3, State: Done}.At(100)
-		store.Save(context.Background(), done, 0)
-		store.history = nil
-		if _, err := r.Run(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := store.trail(), "100:running 100:done"; got != want {
-			t.Fatalf("writes: %s, want %s", got, want)
-		}
-	})
+// A runner started over a split already in KV goes on from it.
+func TestRunnerGoesOnFromTheStoredSplit(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		steps  []int
+		stored Split
+		want   string
+	}{
+		{"ResumesAnInterruptedShiftWithoutMovingBack", []int{10, 50, 100},
+			Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: Interrupted}.At(30),
+			"50:running 100:running 100:done"},
+		{"StartsOverAfterARollback", []int{10, 100},
+			Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: RolledBack}.At(0),
+			"10:running 100:running 100:done"},
+		{"NeverMovesBackAfterDone", []int{10, 50, 100},
+			Split{Service: "greeter", From: "blue", To: "green", Step: 3, State: Done}.At(100),
+			"100:running 100:done"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r, store, _ := newTestRunner(c.steps, func(int, bool) (bool, error) { return true, nil })
+				store.Save(context.Background(), c.stored, 0)
+				store.history = nil
+				if _, err := r.Run(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := store.trail(); got != c.want {
+					t.Fatalf("writes: %s, want %s", got, c.want)
+				}
+			})
+		})
+	}
 }
 
 // cancelOnBegin is Ctrl-C arriving while a gate takes its baseline.
