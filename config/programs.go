@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"slices"
 	"strconv"
@@ -74,8 +75,10 @@ const (
 	AutorestartUnexpected = "unexpected"
 )
 
-// SetDefaults fills a program's unset fields; programs built outside YAML
-// (from a supervisord ini, or in tests) go through it too.
+// SetDefaults fills a program's unset fields. It is the one place program
+// defaults are decided: programs built outside YAML (from a supervisord ini,
+// in code, in tests) get them through it too, and supervisor.FromConfig
+// calls it.
 func (p *Program) SetDefaults() { p.setDefaults() }
 
 func (p *Program) setDefaults() {
@@ -122,11 +125,13 @@ func (p *Program) StartDuration() time.Duration { return secs(p.StartSecs) }
 // StopWaitDuration is StopWaitSecs as a duration.
 func (p *Program) StopWaitDuration() time.Duration { return secs(p.StopWaitSecs) }
 
+// secs rounds to the nearest nanosecond, so that a duration written as
+// seconds (d.Seconds()) reads back as d.
 func secs(s *float64) time.Duration {
 	if s == nil {
 		return 0
 	}
-	return time.Duration(*s * float64(time.Second))
+	return time.Duration(math.Round(*s * float64(time.Second)))
 }
 
 var programName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)

@@ -88,3 +88,15 @@ func TestAutorestartTakesUnquotedBooleans(t *testing.T) {
 		t.Errorf("autorestart = %q, %q", cfg.Programs[0].Autorestart, cfg.Programs[1].Autorestart)
 	}
 }
+
+// A duration written as seconds reads back as itself (lbctl register's
+// --stop-wait goes through StopWaitSecs).
+func TestSecondsReadBackExactly(t *testing.T) {
+	for _, d := range []time.Duration{0, 100 * time.Millisecond, 700 * time.Millisecond, 1700 * time.Millisecond, 10 * time.Second, 90*time.Minute + time.Nanosecond} {
+		s := d.Seconds()
+		p := Program{StopWaitSecs: &s}
+		if got := p.StopWaitDuration(); got != d {
+			t.Errorf("%s as seconds reads back as %s", d, got)
+		}
+	}
+}

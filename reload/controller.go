@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/lbctl/lbctl/config"
-	"github.com/lbctl/lbctl/internal/clock"
 	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/render"
 )
@@ -24,13 +23,11 @@ import (
 // took over in time; the previous files were put back.
 var ErrNotConfirmed = errors.New("reload not confirmed")
 
-// Clock is the time source of the coalescing loop; tests pass a fake one.
-type Clock = clock.Clock
-
 // Options configure a Controller.
 type Options struct {
 	// Nginx gives the binary for nginx -t, the main config and prefix to
-	// validate against, and the pid file used when MasterPID is nil.
+	// validate against, and the pid file used when MasterPID is nil (zero
+	// values: config defaults).
 	Nginx config.Nginx
 	// MasterPID finds the nginx master to signal (the supervisor's nginx
 	// program). nil reads Nginx.PIDFile. Returning an error wrapping
@@ -49,8 +46,6 @@ type Options struct {
 	// newest update of the burst, which is what nginx serves. The drain
 	// protocol publishes its Indexes, one per health query.
 	OnApplied func(u render.Update)
-	// Clock drives coalescing; nil is the real clock.
-	Clock Clock
 	// WaitForMaster leaves telling the old workers to quit to the nginx
 	// master, which does it 100 ms after starting the new ones. By default
 	// lbctl sends them that SIGQUIT itself as soon as the new workers are up
@@ -63,7 +58,6 @@ type Controller struct {
 	opts     Options
 	log      *slog.Logger
 	m        *metrics.Metrics
-	clock    Clock
 	validate *validator
 	pre      *prevalidator
 	gens     *generations
@@ -80,12 +74,6 @@ func New(opts Options) *Controller {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New(metrics.NewRegistry())
 	}
-	if opts.Clock == nil {
-		opts.Clock = clock.Real
-	}
-	if opts.Nginx.Binary == "" {
-		opts.Nginx.Binary = "nginx"
-	}
 	if opts.ConfirmTimeout <= 0 {
 		opts.ConfirmTimeout = 10 * time.Second
 	}
@@ -93,15 +81,15 @@ func New(opts Options) *Controller {
 		pidFile := opts.Nginx.PIDFile
 		opts.MasterPID = func() (int, error) { return PIDFromFile(pidFile) }
 	}
-	w := config.Config{Wait: opts.Wait}
-	w.SetDefaults()
-	opts.Wait = w.Wait
+	d := config.Config{Nginx: opts.Nginx, Wait: opts.Wait} // zero values: config's defaults
+	d.SetDefaults()
+	opts.Nginx, opts.Wait = d.Nginx, d.Wait
 	log := opts.Log.With("component", "reload")
 	v := newValidator(opts.Nginx.Binary, opts.Nginx.Config, opts.Nginx.Prefix)
 	return &Controller{
-		opts: opts, log: log, m: opts.Metrics, clock: opts.Clock, validate: v,
+		opts: opts, log: log, m: opts.Metrics, validate: v,
 		pre:  &prevalidator{v: v},
-		gens: &generations{m: opts.Metrics, log: log, now: opts.Clock.Now},
+		gens: &generations{m: opts.Metrics, log: log},
 	}
 }
 
@@ -217,7 +205,7 @@ func (c *Controller) signal(ctx context.Context, res Result, previous []prior) (
 		res.Outcome = outcomeOf(err)
 		return res, errors.Join(err, restore(previous))
 	}
-	c.gens.add(old, c.clock.Now())
+	c.gens.add(old, time.Now())
 	res.Outcome = Applied
 	return res, nil
 }

@@ -21,7 +21,6 @@ type generations struct {
 	gens []generation
 	m    *metrics.Metrics
 	log  *slog.Logger
-	now  func() time.Time
 }
 
 func (g *generations) add(workers []proc, at time.Time) {
@@ -48,7 +47,7 @@ func (g *generations) sweep() (gens, workers int) {
 			}
 		}
 		if len(alive) == 0 {
-			lived := g.now().Sub(gen.replacedAt)
+			lived := time.Since(gen.replacedAt)
 			g.m.OldGenerationLifetime.Observe(lived.Seconds())
 			g.log.Debug("old nginx worker generation exited", "lived", lived)
 			continue

@@ -20,11 +20,11 @@ const sweepEvery = 250 * time.Millisecond
 func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) error {
 	co := &coalescer{min: c.opts.Wait.Min, max: c.opts.Wait.Max}
 	defer c.pre.stop()
-	sweep := c.clock.After(sweepEvery)
+	sweep := time.After(sweepEvery)
 	for {
 		var fire <-chan time.Time
 		if at, ok := co.due(); ok {
-			fire = c.clock.After(max(0, at.Sub(c.clock.Now())))
+			fire = time.After(max(0, at.Sub(time.Now())))
 		}
 		select {
 		case <-ctx.Done():
@@ -35,13 +35,13 @@ func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) erro
 				continue
 			}
 			c.m.Renders.Inc()
-			co.add(u, c.clock.Now())
+			co.add(u, time.Now())
 			c.pre.start(ctx, u)
 		case <-fire:
 			c.Apply(ctx, co.take()) // logged and counted by Apply
 		case <-sweep:
 			c.gens.sweep()
-			sweep = c.clock.After(sweepEvery)
+			sweep = time.After(sweepEvery)
 		}
 	}
 }

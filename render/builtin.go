@@ -14,7 +14,7 @@ import (
 
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
-	"github.com/lbctl/lbctl/shift"
+	"github.com/lbctl/lbctl/internal/trafficsplit"
 	"github.com/lbctl/lbctl/templates"
 )
 
@@ -88,7 +88,7 @@ func (r *BuiltinRenderer) Render(services []config.Service, snap catalog.Snapsho
 // RenderSplits is Render for services some of which follow traffic splits
 // (config shift: true), splits being the valid ones by service (package
 // shift). A service without a split renders as Render does.
-func (r *BuiltinRenderer) RenderSplits(services []config.Service, snap catalog.Snapshot, splits map[string]shift.Split) ([]byte, []Problem) {
+func (r *BuiltinRenderer) RenderSplits(services []config.Service, snap catalog.Snapshot, splits map[string]trafficsplit.Split) ([]byte, []Problem) {
 	var problems []Problem
 	next := make(map[int]cachedBlock, len(services))
 	size := 0

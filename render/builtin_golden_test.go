@@ -12,7 +12,7 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
-	"github.com/lbctl/lbctl/shift"
+	"github.com/lbctl/lbctl/internal/trafficsplit"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -23,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/go
 type goldenCase struct {
 	Config    string                        `json:"config"`
 	Instances map[string][]catalog.Instance `json:"instances"`
-	Splits    map[string]shift.Split        `json:"splits"`
+	Splits    map[string]trafficsplit.Split `json:"splits"`
 }
 
 // fakeResolver resolves a fixed set of host names, so goldens are stable.
@@ -43,7 +43,7 @@ func loadGoldenCase(t testing.TB, path string) ([]config.Service, catalog.Snapsh
 	return services, snap
 }
 
-func loadGoldenCaseSplits(t testing.TB, path string) ([]config.Service, catalog.Snapshot, map[string]shift.Split) {
+func loadGoldenCaseSplits(t testing.TB, path string) ([]config.Service, catalog.Snapshot, map[string]trafficsplit.Split) {
 	t.Helper()
 	raw, err := os.ReadFile(path)
 	if err != nil {

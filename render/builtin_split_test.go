@@ -12,7 +12,7 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
-	"github.com/lbctl/lbctl/shift"
+	"github.com/lbctl/lbctl/internal/trafficsplit"
 )
 
 // splitFuzzServices follow shifts: one pinned to blue, one untagged, one
@@ -49,8 +49,8 @@ func FuzzBuiltinSplit(f *testing.F) {
 	runs := 0
 	f.Fuzz(func(t *testing.T, instances, from, to string, toPct int, state string) {
 		in := decodeTagged(instances)
-		split := shift.Split{Service: "greeter", From: from, To: to, State: shift.State(state)}.At(toPct)
-		splits := map[string]shift.Split{"greeter": split}
+		split := trafficsplit.Split{Service: "greeter", From: from, To: to, State: trafficsplit.State(state)}.At(toPct)
+		splits := map[string]trafficsplit.Split{"greeter": split}
 		snap := catalog.Snapshot{Instances: map[catalog.Query][]catalog.Instance{
 			{Service: "greeter"}:               in,
 			{Service: "greeter", Tag: "green"}: in,
@@ -78,7 +78,7 @@ var serverLine = regexp.MustCompile(`(?m)^    server \S+?(?: weight=(\d+))?;  #.
 // checkProportions: in the first block (the split one), the tags' total
 // weights stand as the split says, unless a tag had no server (a note says so)
 // or weights were capped.
-func checkProportions(t *testing.T, out []byte, split shift.Split) {
+func checkProportions(t *testing.T, out []byte, split trafficsplit.Split) {
 	t.Helper()
 	block, _, _ := strings.Cut(string(out), "\nserver {")
 	if strings.Contains(block, "takes all calls") {

@@ -11,7 +11,7 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/latest"
-	"github.com/lbctl/lbctl/shift"
+	"github.com/lbctl/lbctl/internal/trafficsplit"
 )
 
 // Templates renders consul-template templates; render/consultemplate
@@ -36,8 +36,8 @@ type Engine struct {
 // SplitSource is the traffic splits recorded in Consul KV, by service;
 // shift.Watcher implements it.
 type SplitSource interface {
-	Run(ctx context.Context, out chan map[string]shift.Split) error
-	Once(ctx context.Context) (map[string]shift.Split, error)
+	Run(ctx context.Context, out chan map[string]trafficsplit.Split) error
+	Once(ctx context.Context) (map[string]trafficsplit.Split, error)
 }
 
 // FollowSplits makes services configured with shift: true render the splits
@@ -79,7 +79,7 @@ func (e *Engine) Once(ctx context.Context) (Update, error) {
 		if err != nil {
 			return Update{}, err
 		}
-		var splits map[string]shift.Split
+		var splits map[string]trafficsplit.Split
 		if e.splits != nil {
 			if splits, err = e.splits.Once(ctx); err != nil {
 				return Update{}, err
@@ -106,7 +106,7 @@ func (e *Engine) Run(ctx context.Context, out chan Update) error {
 	defer cancel()
 	snaps := make(chan catalog.Snapshot, 1)
 	tmplFiles := make(chan []File, 1)
-	splits := make(chan map[string]shift.Split, 1)
+	splits := make(chan map[string]trafficsplit.Split, 1)
 	errs := make(chan error, 3)
 	if e.watcher != nil {
 		go func() { errs <- e.watcher.Run(ctx, snaps) }()
@@ -124,7 +124,7 @@ func (e *Engine) Run(ctx context.Context, out chan Update) error {
 type sources struct {
 	snaps     chan catalog.Snapshot
 	tmplFiles chan []File
-	splits    chan map[string]shift.Split
+	splits    chan map[string]trafficsplit.Split
 	errs      chan error
 }
 
@@ -137,7 +137,7 @@ type renderState struct {
 	changes     []string
 	tmpl        []File
 	haveTmpl    bool
-	splits      map[string]shift.Split
+	splits      map[string]trafficsplit.Split
 	haveSplits  bool
 	lastProblem map[string]bool
 }
@@ -185,7 +185,7 @@ func (e *Engine) loop(ctx context.Context, src sources, out chan Update) error {
 // renderBuiltin renders the built-in template and logs what was left out and
 // which services have no passing instance; with seen, each is logged only the
 // first time in a row it occurs, not on every render.
-func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]shift.Split, seen map[string]bool) File {
+func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]trafficsplit.Split, seen map[string]bool) File {
 	data, problems := e.builtin.RenderSplits(e.services, snap, splits)
 	now := map[string]bool{}
 	firstTime := func(key string) bool {
@@ -261,7 +261,7 @@ func diffInstances(before, after []catalog.Instance) (added, removed []string) {
 }
 
 // describeSplits lists the splits that changed, for the reload log line.
-func describeSplits(before, after map[string]shift.Split) []string {
+func describeSplits(before, after map[string]trafficsplit.Split) []string {
 	var changes []string
 	for _, svc := range slices.Sorted(maps.Keys(after)) {
 		b, had := before[svc]

@@ -14,13 +14,15 @@ import (
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/latest"
 	"github.com/lbctl/lbctl/internal/testrig"
-	"github.com/lbctl/lbctl/shift"
+	"github.com/lbctl/lbctl/internal/trafficsplit"
 )
 
 // fakeSplits is a SplitSource the test feeds.
-type fakeSplits struct{ feed chan map[string]shift.Split }
+type fakeSplits struct {
+	feed chan map[string]trafficsplit.Split
+}
 
-func (f *fakeSplits) Run(ctx context.Context, out chan map[string]shift.Split) error {
+func (f *fakeSplits) Run(ctx context.Context, out chan map[string]trafficsplit.Split) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -31,10 +33,12 @@ func (f *fakeSplits) Run(ctx context.Context, out chan map[string]shift.Split) e
 	}
 }
 
-func (f *fakeSplits) Once(ctx context.Context) (map[string]shift.Split, error) { return <-f.feed, nil }
+func (f *fakeSplits) Once(ctx context.Context) (map[string]trafficsplit.Split, error) {
+	return <-f.feed, nil
+}
 
-func splitAt(pct int) map[string]shift.Split {
-	return map[string]shift.Split{"greeter": shift.Split{Service: "greeter", From: "blue", To: "green", State: shift.Running}.At(pct)}
+func splitAt(pct int) map[string]trafficsplit.Split {
+	return map[string]trafficsplit.Split{"greeter": trafficsplit.Split{Service: "greeter", From: "blue", To: "green", State: trafficsplit.Running}.At(pct)}
 }
 
 func TestEngineRendersSplitsAsTheyChange(t *testing.T) {
@@ -48,7 +52,7 @@ func TestEngineRendersSplitsAsTheyChange(t *testing.T) {
 	}
 	log := slog.New(slog.DiscardHandler)
 	engine := NewEngine(cfg, catalog.NewWatcher(c.Client, Queries(cfg.Services), log), nil, nil, log)
-	src := &fakeSplits{feed: make(chan map[string]shift.Split, 1)}
+	src := &fakeSplits{feed: make(chan map[string]trafficsplit.Split, 1)}
 	engine.FollowSplits(src)
 
 	src.feed <- splitAt(10)

@@ -6,7 +6,7 @@ import (
 
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
-	"github.com/lbctl/lbctl/shift"
+	"github.com/lbctl/lbctl/internal/trafficsplit"
 )
 
 // splitView is what rendering needs of a service's split (package shift):
@@ -21,7 +21,7 @@ type splitView struct {
 
 // splitViewOf is svc's split when svc follows shifts and KV holds a valid
 // one for it; nil otherwise.
-func splitViewOf(svc config.Service, splits map[string]shift.Split) *splitView {
+func splitViewOf(svc config.Service, splits map[string]trafficsplit.Split) *splitView {
 	s, ok := splits[svc.Name]
 	if !svc.Shift || !ok || s.Service != svc.Name || s.Validate() != nil {
 		return nil

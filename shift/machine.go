@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/lbctl/lbctl/internal/clock"
 )
 
 // Errors a shift ends with; callers branch on them for exit codes.
@@ -24,12 +22,6 @@ type Store interface {
 	Load(ctx context.Context, service string) (Split, uint64, error)
 	Save(ctx context.Context, s Split, index uint64) (uint64, error)
 }
-
-// Clock is time, injectable for tests.
-type Clock = clock.Clock
-
-// RealClock is the wall clock.
-var RealClock = clock.Real
 
 // Verdict is one gate's answer.
 type Verdict struct {
@@ -92,7 +84,6 @@ type Runner struct {
 	Plan    Plan
 	Store   Store
 	Gates   []Gate
-	Clock   Clock
 	OnEvent func(Event)
 
 	split Split
@@ -105,9 +96,6 @@ type Runner struct {
 func (r *Runner) Run(ctx context.Context) (Split, error) {
 	if err := CheckSteps(r.Plan.Steps); err != nil {
 		return Split{}, err
-	}
-	if r.Clock == nil {
-		r.Clock = RealClock
 	}
 	if r.Plan.Poll <= 0 {
 		r.Plan.Poll = min(max(r.Plan.Interval/10, 100*time.Millisecond), time.Second)
@@ -191,11 +179,12 @@ func (r *Runner) step(ctx context.Context, i, pct int) error {
 }
 
 // hold waits out the interval, checking gates and the split's key every
-// poll. One timer at a time, so a fake clock can drive it deterministically.
+// poll. One timer at a time, so tests drive it deterministically with
+// testing/synctest's clock.
 func (r *Runner) hold(ctx context.Context) error {
-	start := r.Clock.Now()
+	start := time.Now()
 	for {
-		elapsed := r.Clock.Now().Sub(start)
+		elapsed := time.Now().Sub(start)
 		if elapsed >= r.Plan.Interval {
 			return nil
 		}
@@ -205,9 +194,9 @@ func (r *Runner) hold(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return r.interrupt()
-		case <-r.Clock.After(min(r.Plan.Poll, r.Plan.Interval-elapsed)):
+		case <-time.After(min(r.Plan.Poll, r.Plan.Interval-elapsed)):
 		}
-		if r.Clock.Now().Sub(start) >= r.Plan.Interval {
+		if time.Now().Sub(start) >= r.Plan.Interval {
 			return nil // the final check follows
 		}
 		if err := r.checkKey(ctx); err != nil {
@@ -217,7 +206,7 @@ func (r *Runner) hold(ctx context.Context) error {
 		if failed != "" {
 			return r.rollback(failed)
 		}
-		r.emit(Event{Kind: Checked, Split: r.split, Verdicts: verdicts, Elapsed: r.Clock.Now().Sub(start), Interval: r.Plan.Interval})
+		r.emit(Event{Kind: Checked, Split: r.split, Verdicts: verdicts, Elapsed: time.Now().Sub(start), Interval: r.Plan.Interval})
 	}
 }
 
@@ -305,7 +294,7 @@ func (r *Runner) interrupt() error {
 
 // write saves s with state and reason as a CAS on the last index written.
 func (r *Runner) write(ctx context.Context, s Split, state State, reason string) error {
-	s.State, s.Reason, s.UpdatedAt = state, reason, r.Clock.Now().UTC()
+	s.State, s.Reason, s.UpdatedAt = state, reason, time.Now().UTC()
 	index, err := r.Store.Save(ctx, s, r.index)
 	if err != nil {
 		return err

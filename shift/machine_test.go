@@ -7,30 +7,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
-
-// autoClock advances by d whenever a timer is asked for, and fires it at
-// once: the Runner holds one timer at a time, so this is deterministic.
-type autoClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *autoClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *autoClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	ch := make(chan time.Time, 1)
-	ch <- c.now
-	return ch
-}
 
 // memStore is a Store in memory with Consul's CAS rules.
 type memStore struct {
@@ -100,7 +79,7 @@ func newTestRunner(steps []int, answer func(pct int, final bool) (bool, error)) 
 	store := &memStore{}
 	r := &Runner{
 		Plan:  Plan{Service: "greeter", From: "blue", To: "green", Steps: steps, Interval: time.Second, Poll: 300 * time.Millisecond},
-		Store: store, Clock: &autoClock{now: time.Unix(1e9, 0)},
+		Store: store,
 	}
 	gate := &scriptGate{split: func() Split { return r.split }, answer: answer}
 	r.Gates = []Gate{gate}
@@ -108,98 +87,116 @@ func newTestRunner(steps []int, answer func(pct int, final bool) (bool, error)) 
 }
 
 func TestRunnerWalksEveryStepThenDone(t *testing.T) {
-	r, store, gate := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
-	final, err := r.Run(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got, want := store.trail(), "10:running 50:running 100:running 100:done"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
-	}
-	if final.State != Done || final.Step != 3 || gate.begun != 3 {
-		t.Fatalf("final %s, gate begun %d times", final, gate.begun)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r, store, gate := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
+		start := time.Now()
+		final, err := r.Run(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if held := time.Since(start); held != 3*r.Plan.Interval {
+			t.Fatalf("held %s in all, want one %s interval per step", held, r.Plan.Interval)
+		}
+		if got, want := store.trail(), "10:running 50:running 100:running 100:done"; got != want {
+			t.Fatalf("writes: %s, want %s", got, want)
+		}
+		if final.State != Done || final.Step != 3 || gate.begun != 3 {
+			t.Fatalf("final %s, gate begun %d times", final, gate.begun)
+		}
+	})
 }
 
 func TestRunnerRollsBackWhenAGateFailsDuringTheHold(t *testing.T) {
-	r, store, _ := newTestRunner([]int{10, 50, 100}, func(pct int, final bool) (bool, error) { return pct < 50, nil })
-	_, err := r.Run(context.Background())
-	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "at 50% green") {
-		t.Fatalf("err = %v, want a rollback at 50%%", err)
-	}
-	if got, want := store.trail(), "10:running 50:running 0:rolled_back"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
-	}
-	if store.split.Weights["blue"] != 100 || !strings.Contains(store.split.Reason, "gate script failed") {
-		t.Fatalf("stored %+v, want all on blue with the reason", store.split)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r, store, _ := newTestRunner([]int{10, 50, 100}, func(pct int, final bool) (bool, error) { return pct < 50, nil })
+		_, err := r.Run(context.Background())
+		if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "at 50% green") {
+			t.Fatalf("err = %v, want a rollback at 50%%", err)
+		}
+		if got, want := store.trail(), "10:running 50:running 0:rolled_back"; got != want {
+			t.Fatalf("writes: %s, want %s", got, want)
+		}
+		if store.split.Weights["blue"] != 100 || !strings.Contains(store.split.Reason, "gate script failed") {
+			t.Fatalf("stored %+v, want all on blue with the reason", store.split)
+		}
+	})
 }
 
 func TestRunnerRollsBackWhenTheFinalCheckFails(t *testing.T) {
-	r, store, _ := newTestRunner([]int{10, 100}, func(pct int, final bool) (bool, error) { return !(final && pct == 100), nil })
-	if _, err := r.Run(context.Background()); !errors.Is(err, ErrRolledBack) {
-		t.Fatalf("err = %v", err)
-	}
-	if got, want := store.trail(), "10:running 100:running 0:rolled_back"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		r, store, _ := newTestRunner([]int{10, 100}, func(pct int, final bool) (bool, error) { return !(final && pct == 100), nil })
+		if _, err := r.Run(context.Background()); !errors.Is(err, ErrRolledBack) {
+			t.Fatalf("err = %v", err)
+		}
+		if got, want := store.trail(), "10:running 100:running 0:rolled_back"; got != want {
+			t.Fatalf("writes: %s, want %s", got, want)
+		}
+	})
 }
 
 func TestRunnerToleratesAGateErrorUntilTheEndOfTheHold(t *testing.T) {
-	broken := errors.New("consul down")
-	r, store, _ := newTestRunner([]int{10}, func(pct int, final bool) (bool, error) { return true, broken })
-	_, err := r.Run(context.Background())
-	if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "could not check: consul down") {
-		t.Fatalf("err = %v", err)
-	}
-	if got, want := store.trail(), "10:running 0:rolled_back"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		broken := errors.New("consul down")
+		r, store, _ := newTestRunner([]int{10}, func(pct int, final bool) (bool, error) { return true, broken })
+		_, err := r.Run(context.Background())
+		if !errors.Is(err, ErrRolledBack) || !strings.Contains(err.Error(), "could not check: consul down") {
+			t.Fatalf("err = %v", err)
+		}
+		if got, want := store.trail(), "10:running 0:rolled_back"; got != want {
+			t.Fatalf("writes: %s, want %s", got, want)
+		}
+	})
 }
 
 func TestRunnerInterruptedLeavesTheLastWrittenSplit(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	r, store, _ := newTestRunner([]int{10, 50, 100}, func(pct int, final bool) (bool, error) {
-		if pct == 50 {
-			cancel() // Ctrl-C during the 50% hold
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		r, store, _ := newTestRunner([]int{10, 50, 100}, func(pct int, final bool) (bool, error) {
+			if pct == 50 {
+				cancel() // Ctrl-C during the 50% hold
+			}
+			return true, nil
+		})
+		_, err := r.Run(ctx)
+		if !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("err = %v", err)
 		}
-		return true, nil
+		if got, want := store.trail(), "10:running 50:running 50:interrupted"; got != want {
+			t.Fatalf("writes: %s, want %s", got, want)
+		}
 	})
-	_, err := r.Run(ctx)
-	if !errors.Is(err, ErrInterrupted) {
-		t.Fatalf("err = %v", err)
-	}
-	if got, want := store.trail(), "10:running 50:running 50:interrupted"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
-	}
 }
 
 func TestRunnerInterruptedBeforeTheFirstStepWritesNothing(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	r, store, _ := newTestRunner([]int{10}, func(int, bool) (bool, error) { return true, nil })
-	if _, err := r.Run(ctx); !errors.Is(err, ErrInterrupted) {
-		t.Fatalf("err = %v", err)
-	}
-	if store.trail() != "" {
-		t.Fatalf("wrote %s", store.trail())
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		r, store, _ := newTestRunner([]int{10}, func(int, bool) (bool, error) { return true, nil })
+		if _, err := r.Run(ctx); !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("err = %v", err)
+		}
+		if store.trail() != "" {
+			t.Fatalf("wrote %s", store.trail())
+		}
+	})
 }
 
 func TestRunnerStopsWhenAborted(t *testing.T) {
-	var store *memStore
-	r, store, _ := newTestRunner([]int{10, 50}, func(pct int, final bool) (bool, error) {
-		store.abortNow()
-		return true, nil
+	synctest.Test(t, func(t *testing.T) {
+		var store *memStore
+		r, store, _ := newTestRunner([]int{10, 50}, func(pct int, final bool) (bool, error) {
+			store.abortNow()
+			return true, nil
+		})
+		_, err := r.Run(context.Background())
+		if !errors.Is(err, ErrAborted) {
+			t.Fatalf("err = %v", err)
+		}
+		if got, want := store.trail(), "10:running 0:aborted"; got != want {
+			t.Fatalf("writes: %s, want %s (the runner must not overwrite the abort)", got, want)
+		}
 	})
-	_, err := r.Run(context.Background())
-	if !errors.Is(err, ErrAborted) {
-		t.Fatalf("err = %v", err)
-	}
-	if got, want := store.trail(), "10:running 0:aborted"; got != want {
-		t.Fatalf("writes: %s, want %s (the runner must not overwrite the abort)", got, want)
-	}
 }
 
 func TestCheckSteps(t *testing.T) {
@@ -215,65 +212,37 @@ func TestCheckSteps(t *testing.T) {
 	}
 }
 
-func TestValidateRejectsHostileSplits(t *testing.T) {
-	good := Split{Service: "greeter", From: "blue", To: "green", State: Running}.At(10)
-	if err := good.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	cases := map[string]func(*Split){
-		"directive in tag":  func(s *Split) { s.To = "green;\n}" },
-		"same tags":         func(s *Split) { s.To = "blue"; s.Weights = map[string]int{"blue": 100} },
-		"sum not 100":       func(s *Split) { s.Weights["green"] = 20 },
-		"negative":          func(s *Split) { s.Weights = map[string]int{"blue": 110, "green": -10} },
-		"third tag":         func(s *Split) { s.Weights = map[string]int{"blue": 90, "red": 10} },
-		"unknown state":     func(s *Split) { s.State = "weird" },
-		"service with path": func(s *Split) { s.Service = "../x" },
-	}
-	for name, mutate := range cases {
-		s := good.At(10)
-		mutate(&s)
-		if err := s.Validate(); !errors.Is(err, ErrInvalidSplit) {
-			t.Errorf("%s: got %v", name, err)
-		}
-	}
-}
-
-func TestRunnerResumesAnInterruptedShiftWithoutMovingBack(t *testing.T) {
-	r, store, _ := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
-	interrupted := Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: Interrupted}.At(30)
-	store.Save(context.Background(), interrupted, 0)
-	store.history = nil
-	if _, err := r.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := store.trail(), "50:running 100:running 100:done"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
-	}
-}
-
-func TestRunnerStartsOverAfterARollback(t *testing.T) {
-	r, store, _ := newTestRunner([]int{10, 100}, func(int, bool) (bool, error) { return true, nil })
-	back := Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: RolledBack}.At(0)
-	store.Save(context.Background(), back, 0)
-	store.history = nil
-	if _, err := r.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := store.trail(), "10:running 100:running 100:done"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
-	}
-}
-
-func TestRunnerNeverMovesBackAfterDone(t *testing.T) {
-	r, store, _ := newTestRunner([]int{10, 50, 100}, func(int, bool) (bool, error) { return true, nil })
-	done := Split{Service: "greeter", From: "blue", To: "green", Step: 3, State: Done}.At(100)
-	store.Save(context.Background(), done, 0)
-	store.history = nil
-	if _, err := r.Run(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := store.trail(), "100:running 100:done"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
+// A runner started over a split already in KV goes on from it.
+func TestRunnerGoesOnFromTheStoredSplit(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		steps  []int
+		stored Split
+		want   string
+	}{
+		{"ResumesAnInterruptedShiftWithoutMovingBack", []int{10, 50, 100},
+			Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: Interrupted}.At(30),
+			"50:running 100:running 100:done"},
+		{"StartsOverAfterARollback", []int{10, 100},
+			Split{Service: "greeter", From: "blue", To: "green", Step: 2, State: RolledBack}.At(0),
+			"10:running 100:running 100:done"},
+		{"NeverMovesBackAfterDone", []int{10, 50, 100},
+			Split{Service: "greeter", From: "blue", To: "green", Step: 3, State: Done}.At(100),
+			"100:running 100:done"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				r, store, _ := newTestRunner(c.steps, func(int, bool) (bool, error) { return true, nil })
+				store.Save(context.Background(), c.stored, 0)
+				store.history = nil
+				if _, err := r.Run(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+				if got := store.trail(); got != c.want {
+					t.Fatalf("writes: %s, want %s", got, c.want)
+				}
+			})
+		})
 	}
 }
 
@@ -290,14 +259,16 @@ func (g cancelOnBegin) Check(ctx context.Context, final bool) (Verdict, error) {
 }
 
 func TestRunnerCtrlCWhileAGateBeginsIsAnInterruptionNotARollback(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	r, store, _ := newTestRunner([]int{10, 100}, func(int, bool) (bool, error) { return true, nil })
-	r.Gates = []Gate{cancelOnBegin{cancel}}
-	if _, err := r.Run(ctx); !errors.Is(err, ErrInterrupted) {
-		t.Fatalf("err = %v", err)
-	}
-	if got, want := store.trail(), "10:running 10:interrupted"; got != want {
-		t.Fatalf("writes: %s, want %s", got, want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		r, store, _ := newTestRunner([]int{10, 100}, func(int, bool) (bool, error) { return true, nil })
+		r.Gates = []Gate{cancelOnBegin{cancel}}
+		if _, err := r.Run(ctx); !errors.Is(err, ErrInterrupted) {
+			t.Fatalf("err = %v", err)
+		}
+		if got, want := store.trail(), "10:running 10:interrupted"; got != want {
+			t.Fatalf("writes: %s, want %s", got, want)
+		}
+	})
 }

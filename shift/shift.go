@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -21,8 +22,6 @@ type Options struct {
 	ExtraGates []Gate
 	// OnEvent receives progress.
 	OnEvent func(Event)
-	// Clock is time; nil is the wall clock.
-	Clock Clock
 }
 
 // Shift checks plan, takes the service's lock, runs the steps with the
@@ -33,11 +32,7 @@ func Shift(ctx context.Context, client *api.Client, plan Plan, opts Options) (Sp
 	if err := CheckPlan(ctx, client, plan); err != nil {
 		return Split{}, err
 	}
-	clock := opts.Clock
-	if clock == nil {
-		clock = RealClock
-	}
-	holder := Me(plan, clock.Now())
+	holder := Me(plan, time.Now())
 	if plan.Holder == "" {
 		plan.Holder = fmt.Sprintf("%s@%s pid %d", holder.User, holder.Host, holder.PID)
 	}
@@ -55,7 +50,7 @@ func Shift(ctx context.Context, client *api.Client, plan Plan, opts Options) (Sp
 		}
 	}()
 	r := &Runner{
-		Plan: plan, Store: NewKV(client), Clock: clock, OnEvent: opts.OnEvent,
+		Plan: plan, Store: NewKV(client), OnEvent: opts.OnEvent,
 		Gates: append(slices.Clone(opts.ExtraGates),
 			&HealthGate{Client: client, Service: plan.Service, Tag: plan.To},
 			&ErrorRateGate{Client: client, Service: plan.Service, Tag: plan.To, Max: opts.MaxErrorRate, MinCalls: opts.MinCalls}),
@@ -81,7 +76,7 @@ func Abort(ctx context.Context, client *api.Client, service, by string) (Split, 
 			ErrNothingToAbort, service, current.State, current, current.To, current.From)
 	}
 	back := current.At(0)
-	back.State, back.Reason, back.UpdatedAt = Aborted, "aborted by "+by, RealClock.Now().UTC()
+	back.State, back.Reason, back.UpdatedAt = Aborted, "aborted by "+by, time.Now().UTC()
 	if _, err := kv.Save(ctx, back, index); err != nil {
 		return current, err
 	}

@@ -12,21 +12,25 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
-// prog is a program that starts at once (startsecs 0) and retries fast.
+// prog is a program that starts at once (startsecs 0) and retries fast;
+// the rest are config's defaults.
 func prog(name, script string) Program {
-	p := Program{
+	zero, retries, stopWait := 0.0, 3, 5.0
+	p, err := FromConfig(config.Program{
 		Name:         name,
 		Command:      []string{"sh", "-c", script},
-		Autostart:    true,
-		StartRetries: 3,
-		BackoffMin:   5 * time.Millisecond,
-		BackoffMax:   20 * time.Millisecond,
-		StopWait:     5 * time.Second,
+		StartSecs:    &zero,
+		StartRetries: &retries,
+		Backoff:      config.Backoff{Min: 5 * time.Millisecond, Max: 20 * time.Millisecond},
+		StopWaitSecs: &stopWait,
+	})
+	if err != nil {
+		panic(err)
 	}
-	p.Defaults()
 	return p
 }
 
@@ -80,7 +84,7 @@ func start(t *testing.T, programs ...Program) *harness {
 	return startWith(t, Options{}, programs...)
 }
 
-// startWith is start with some Options set (Clock, Rand, Registerer).
+// startWith is start with some Options set (Rand, Registerer).
 func startWith(t *testing.T, opts Options, programs ...Program) *harness {
 	t.Helper()
 	h := &harness{t: t, rec: &recorder{}, out: &testrig.LogBuffer{}, errOut: &testrig.LogBuffer{}, result: make(chan error, 1)}
@@ -184,59 +188,4 @@ func alive(pid int) bool {
 	// pid (comm) S ...: the state follows the last ')'.
 	rest := string(data[bytes.LastIndexByte(data, ')')+1:])
 	return !strings.HasPrefix(strings.TrimSpace(rest), "Z")
-}
-
-// fakeClock hands out timers that fire only when the test says so.
-type fakeClock struct {
-	mu     sync.Mutex
-	timers []*fakeTimer
-}
-
-type fakeTimer struct {
-	d       time.Duration
-	ch      chan time.Time
-	stopped bool
-}
-
-func (c *fakeClock) Now() time.Time { return time.Now() }
-
-func (c *fakeClock) NewTimer(d time.Duration) (<-chan time.Time, func() bool) {
-	t := &fakeTimer{d: d, ch: make(chan time.Time, 1)}
-	c.mu.Lock()
-	c.timers = append(c.timers, t)
-	c.mu.Unlock()
-	return t.ch, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		was := !t.stopped
-		t.stopped = true
-		return was
-	}
-}
-
-// pending is the durations of the timers neither fired nor stopped.
-func (c *fakeClock) pending() []time.Duration {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []time.Duration
-	for _, t := range c.timers {
-		if !t.stopped {
-			out = append(out, t.d)
-		}
-	}
-	return out
-}
-
-// fire fires the pending timer of duration d; false if there is none.
-func (c *fakeClock) fire(d time.Duration) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, t := range c.timers {
-		if !t.stopped && t.d == d {
-			t.stopped = true
-			t.ch <- time.Now()
-			return true
-		}
-	}
-	return false
 }

@@ -197,14 +197,14 @@ func (p *program) startProcess() {
 	proc, err := spawn(&p.spec, p.sup.stdout, p.sup.stderr, p.logFile)
 	if err != nil {
 		p.log.Warn("spawn failed", "err", err)
-		p.setExit(&Exit{Code: -1, Err: err.Error(), At: p.sup.clock.Now()})
+		p.setExit(&Exit{Code: -1, Err: err.Error(), At: time.Now()})
 		p.failedStart()
 		return
 	}
 	p.proc = proc
 	go func() {
 		err := proc.wait() // the moment the process exits, and its last output is out
-		p.exits <- exitEvent{proc: proc, err: err, at: p.sup.clock.Now()}
+		p.exits <- exitEvent{proc: proc, err: err, at: time.Now()}
 	}()
 	if p.started {
 		p.sup.metrics.restarted(p.spec.Name)
@@ -213,7 +213,7 @@ func (p *program) startProcess() {
 	if p.started {
 		p.pub.Restarts++
 	}
-	p.pub.PID, p.pub.Since = proc.pid, p.sup.clock.Now()
+	p.pub.PID, p.pub.Since = proc.pid, time.Now()
 	p.mu.Unlock()
 	p.started = true
 	if p.spec.StartSecs <= 0 {
@@ -312,7 +312,8 @@ func (p *program) abandon() {
 
 func (p *program) startTimer(d time.Duration, kind timerKind) {
 	p.cancelTimer()
-	p.timerC, p.stopTimer = p.sup.clock.NewTimer(d)
+	t := time.NewTimer(d)
+	p.timerC, p.stopTimer = t.C, t.Stop
 	p.timerKind = kind
 }
 
@@ -359,7 +360,7 @@ func (p *program) publish(st State, note string, waiting bool) {
 		p.log.Info("state", "from", from, "to", st, "pid", pid, "note", note)
 	}
 	if p.sup.onTransition != nil && (from != st || p.reportedPID != pid) {
-		p.sup.onTransition(Transition{Program: p.name, From: from, To: st, PID: pid, At: p.sup.clock.Now()})
+		p.sup.onTransition(Transition{Program: p.name, From: from, To: st, PID: pid, At: time.Now()})
 	}
 	p.reportedPID = pid
 	p.sup.metrics.setState(p.spec.Name, st)

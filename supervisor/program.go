@@ -10,8 +10,8 @@ import (
 	"github.com/lbctl/lbctl/config"
 )
 
-// Program is what the supervisor needs to run one program. Build it with
-// FromConfig, or by hand (Defaults fills what is left zero).
+// Program is what the supervisor needs to run one program, every field
+// decided. Build it with FromConfig, which fills in config's defaults.
 type Program struct {
 	Name    string
 	Command []string
@@ -67,55 +67,29 @@ func (r Restart) String() string {
 	return "unexpected"
 }
 
-// Defaults fills zero fields with supervisord's defaults (StartSecs and
-// StartRetries are left alone: zero is meaningful for them).
-func (p *Program) Defaults() {
-	if p.ExitCodes == nil {
-		p.ExitCodes = []int{0}
-	}
-	if p.BackoffMin == 0 {
-		p.BackoffMin = time.Second
-	}
-	if p.BackoffMax < p.BackoffMin {
-		p.BackoffMax = max(30*time.Second, p.BackoffMin)
-	}
-	if p.StopSignal == 0 {
-		p.StopSignal = syscall.SIGTERM
-	}
-	if p.StopWait == 0 {
-		p.StopWait = 10 * time.Second
-	}
-}
-
-// FromConfig turns a validated, defaulted config.Program into a Program.
+// FromConfig turns a validated config.Program into a Program. Unset fields
+// get config's defaults (config.Program.SetDefaults, the one place program
+// defaults are decided); programs built in code go through here too.
 func FromConfig(c config.Program) (Program, error) {
+	c.SetDefaults()
 	p := Program{
 		Name:         c.Name,
 		Command:      slices.Clone(c.Command),
 		Dir:          c.Directory,
 		User:         c.User,
-		Autostart:    c.Autostart == nil || *c.Autostart,
+		Autostart:    *c.Autostart,
 		ExitCodes:    slices.Clone(c.ExitCodes),
 		StartSecs:    c.StartDuration(),
+		StartRetries: *c.StartRetries,
+		BackoffMin:   c.Backoff.Min,
+		BackoffMax:   c.Backoff.Max,
 		StopWait:     c.StopWaitDuration(),
 		Essential:    c.Essential,
 		DependsOn:    slices.Clone(c.DependsOn),
 		Gates:        slices.Clone(c.WaitForGates),
-		BackoffMin:   c.Backoff.Min,
-		BackoffMax:   c.Backoff.Max,
 		LogFile:      c.LogFile,
-		LogMaxBytes:  50 << 20,
-		StartRetries: 3,
-		LogBackups:   10,
-	}
-	if c.StartRetries != nil {
-		p.StartRetries = *c.StartRetries
-	}
-	if c.LogFileBackups != nil {
-		p.LogBackups = *c.LogFileBackups
-	}
-	if c.LogFileMaxBytes != nil {
-		p.LogMaxBytes = *c.LogFileMaxBytes
+		LogMaxBytes:  *c.LogFileMaxBytes,
+		LogBackups:   *c.LogFileBackups,
 	}
 	for _, k := range slices.Sorted(maps.Keys(c.Environment)) {
 		p.Env = append(p.Env, k+"="+c.Environment[k])
@@ -125,12 +99,14 @@ func FromConfig(c config.Program) (Program, error) {
 		p.Autorestart = RestartAlways
 	case config.AutorestartFalse:
 		p.Autorestart = RestartNever
+	case config.AutorestartUnexpected:
+		p.Autorestart = RestartUnexpected
+	default:
+		return Program{}, fmt.Errorf("program %s: autorestart: want true, false or unexpected, got %q", c.Name, c.Autorestart)
 	}
 	var err error
-	if c.StopSignal != "" {
-		if p.StopSignal, err = config.ParseSignal(c.StopSignal); err != nil {
-			return Program{}, fmt.Errorf("program %s: stopsignal: %w", c.Name, err)
-		}
+	if p.StopSignal, err = config.ParseSignal(c.StopSignal); err != nil {
+		return Program{}, fmt.Errorf("program %s: stopsignal: %w", c.Name, err)
 	}
 	for _, name := range c.ForwardSignals {
 		sig, err := config.ParseSignal(name)
@@ -139,7 +115,6 @@ func FromConfig(c config.Program) (Program, error) {
 		}
 		p.ForwardSignals = append(p.ForwardSignals, sig)
 	}
-	p.Defaults()
 	return p, nil
 }
 

@@ -27,7 +27,6 @@ type Options struct {
 	// Registerer gets the program metrics; nil registers none. Supervisors
 	// sharing one registry share the metrics.
 	Registerer *metrics.Registry
-	Clock      Clock
 	// Rand returns a number in [0,1) for backoff jitter.
 	Rand func() float64
 	// OnTransition, when set, is called after every state change, from the
@@ -49,7 +48,6 @@ type Transition struct {
 type Supervisor struct {
 	log            *slog.Logger
 	stdout, stderr *lockedWriter
-	clock          Clock
 	rand           func() float64
 	metrics        *programMetrics
 	changes        broadcast
@@ -82,9 +80,6 @@ func New(programs []Program, opts Options) (*Supervisor, error) {
 	if opts.Stderr == nil {
 		opts.Stderr = os.Stderr
 	}
-	if opts.Clock == nil {
-		opts.Clock = realClock{}
-	}
 	if opts.Rand == nil {
 		opts.Rand = defaultRand
 	}
@@ -96,7 +91,6 @@ func New(programs []Program, opts Options) (*Supervisor, error) {
 		log:          opts.Logger.With("component", "supervisor"),
 		stdout:       &lockedWriter{w: opts.Stdout},
 		stderr:       &lockedWriter{w: opts.Stderr},
-		clock:        opts.Clock,
 		rand:         opts.Rand,
 		metrics:      newMetrics(opts.Registerer),
 		onTransition: opts.OnTransition,

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -421,28 +422,36 @@ func TestRestartFromRunningIsReportedWithTheNewPID(t *testing.T) {
 	}
 }
 
-// With a fake clock, the backoff delays are exactly the capped, jittered
-// exponential ones, and nothing is retried before its timer fires.
+// On synctest's clock, the backoff delays are exactly the capped, jittered
+// exponential ones: nothing is retried before its delay has passed, and the
+// retry comes as soon as it has.
 func TestBackoffDelaysUseTheClock(t *testing.T) {
-	clock := &fakeClock{}
-	p := prog("crasher", "exit 1")
-	p.StartSecs, p.StartRetries = time.Hour, 2
-	p.BackoffMin, p.BackoffMax = 100*time.Millisecond, 150*time.Millisecond
-	h := startWith(t, Options{Clock: clock, Rand: func() float64 { return 0 }}, p)
-	// rnd 0: half the nominal delay. Nominal: 100ms, then 200ms capped at 150ms.
-	for i, want := range []time.Duration{50 * time.Millisecond, 75 * time.Millisecond} {
-		h.waitUntil(fmt.Sprintf("backoff %d", i+1), func() bool {
-			st, _ := h.sup.StatusOf("crasher")
-			return st.State == Backoff && slices.Contains(clock.pending(), want)
-		})
-		if got := h.rec.states("crasher"); len(got) != 2*(i+1) {
-			t.Fatalf("states before firing backoff %d: %v", i+1, got)
+	synctest.Test(t, func(t *testing.T) {
+		p := prog("crasher", "exit 1")
+		p.StartSecs, p.StartRetries = time.Hour, 2
+		p.BackoffMin, p.BackoffMax = 100*time.Millisecond, 150*time.Millisecond
+		h := startWith(t, Options{Rand: func() float64 { return 0 }}, p)
+		// rnd 0: half the nominal delay. Nominal: 100ms, then 200ms capped at 150ms.
+		for i, want := range []time.Duration{50 * time.Millisecond, 75 * time.Millisecond} {
+			// The clock stands still while the crasher runs, so it is now
+			// what it was when the backoff began.
+			h.waitState("crasher", Backoff)
+			if got := h.rec.states("crasher"); len(got) != 2*(i+1) {
+				t.Fatalf("states on entering backoff %d: %v", i+1, got)
+			}
+			time.Sleep(want - time.Nanosecond)
+			synctest.Wait()
+			if got := h.rec.states("crasher"); len(got) != 2*(i+1) {
+				t.Fatalf("states %s into backoff %d, before its %s delay: %v", want-time.Nanosecond, i+1, want, got)
+			}
+			time.Sleep(time.Nanosecond)
+			synctest.Wait()
+			if got := h.rec.states("crasher"); len(got) == 2*(i+1) {
+				t.Fatalf("not retried when the %s delay of backoff %d passed: %v", want, i+1, got)
+			}
 		}
-		if !clock.fire(want) {
-			t.Fatalf("no %s timer", want)
-		}
-	}
-	h.waitState("crasher", Fatal)
+		h.waitState("crasher", Fatal)
+	})
 }
 
 func TestMetricsFollowStatesAndRestarts(t *testing.T) {

@@ -6,8 +6,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/lbctl/lbctl/config"
 )
 
 func TestBackoffDelayGrowsToCapWithJitter(t *testing.T) {
@@ -172,4 +175,24 @@ func FuzzSplitCommand(f *testing.F) {
 			t.Fatalf("split %q = %q; quoted back and split again = %q, %v", line, words, again, err)
 		}
 	})
+}
+
+// A program given only a name and a command gets config's defaults, the
+// same values lbctl.yaml gives it.
+func TestFromConfigFillsConfigDefaults(t *testing.T) {
+	p, err := FromConfig(config.Program{Name: "app", Command: []string{"app"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c config.Program
+	c.SetDefaults()
+	if !p.Autostart || p.Autorestart != RestartUnexpected || !slices.Equal(p.ExitCodes, c.ExitCodes) ||
+		p.StartSecs != c.StartDuration() || p.StartRetries != *c.StartRetries ||
+		p.BackoffMin != c.Backoff.Min || p.BackoffMax != c.Backoff.Max || p.StopSignal != syscall.SIGTERM ||
+		p.StopWait != c.StopWaitDuration() || p.LogMaxBytes != *c.LogFileMaxBytes || p.LogBackups != *c.LogFileBackups {
+		t.Fatalf("FromConfig of a bare program = %+v, want config's defaults %+v", p, c)
+	}
+	if _, err := FromConfig(config.Program{Name: "app", Command: []string{"app"}, Autorestart: "sometimes"}); err == nil {
+		t.Error("autorestart sometimes: no error")
+	}
 }

@@ -32,11 +32,14 @@ type appProcess struct {
 
 // startApp starts argv under a supervisor.
 func startApp(argv []string, stopWait time.Duration, log *slog.Logger) (*appProcess, error) {
-	prog := supervisor.Program{
-		Name: appName, Command: argv, Autostart: true, Autorestart: supervisor.RestartNever,
-		StartSecs: 0, StartRetries: 0, Essential: true, StopWait: stopWait,
+	startSecs, retries, stopWaitSecs := 0.0, 0, stopWait.Seconds()
+	prog, err := supervisor.FromConfig(config.Program{
+		Name: appName, Command: argv, Autorestart: config.AutorestartFalse,
+		StartSecs: &startSecs, StartRetries: &retries, Essential: true, StopWaitSecs: &stopWaitSecs,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	prog.Defaults()
 	sup, err := supervisor.New([]supervisor.Program{prog}, supervisor.Options{Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)

@@ -40,11 +40,10 @@ func Min(a, b time.Duration) time.Duration {
 }
 
 // Backoff counts failures in a row and waits Delay between retries. The
-// clock and the randomness are fields so tests can fix them.
+// randomness is a field so tests can fix it; tests fake time with
+// testing/synctest.
 type Backoff struct {
 	Min, Max time.Duration
-	// After is time.After when nil; tests replace it.
-	After func(time.Duration) <-chan time.Time
 	// Rand returns a number in [0, 1); math/rand/v2 when nil.
 	Rand func() float64
 
@@ -62,12 +61,8 @@ func (b *Backoff) Next() time.Duration {
 
 // Wait sleeps for Next, or until ctx ends (then it returns ctx's error).
 func (b *Backoff) Wait(ctx context.Context) error {
-	after := time.After
-	if b.After != nil {
-		after = b.After
-	}
 	select {
-	case <-after(b.Next()):
+	case <-time.After(b.Next()):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -24,13 +25,24 @@ func TestBackoffGrowsToCapWithJitterAndResets(t *testing.T) {
 	if d := b.Next(); d != 50*time.Millisecond {
 		t.Fatalf("after Reset with no jitter: %s, want 50ms (half of Min)", d)
 	}
-	fired := make(chan time.Time)
-	b.After = func(time.Duration) <-chan time.Time { return fired }
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := b.Wait(ctx); !errors.Is(err, context.Canceled) {
-		t.Fatalf("Wait on an ended context = %v", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		start := time.Now()
+		if err := b.Wait(ctx); !errors.Is(err, context.Canceled) {
+			t.Fatalf("Wait on an ended context = %v", err)
+		}
+		if waited := time.Since(start); waited != 0 {
+			t.Fatalf("Wait on an ended context waited %s", waited)
+		}
+		b.Reset()
+		if err := b.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if waited := time.Since(start); waited != 50*time.Millisecond {
+			t.Fatalf("Wait after Reset with no jitter waited %s, want 50ms", waited)
+		}
+	})
 }
 
 func TestDelayEdges(t *testing.T) {

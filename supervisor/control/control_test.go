@@ -8,15 +8,21 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
+	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/supervisor"
 )
 
 func startServer(t *testing.T) (*Client, string, *supervisor.Supervisor) {
 	t.Helper()
-	p := supervisor.Program{Name: "app", Command: []string{"sleep", "100"}, Autostart: true, StopWait: 5 * time.Second}
-	p.Defaults()
+	startSecs, retries, stopWait := 0.0, 0, 5.0
+	p, err := supervisor.FromConfig(config.Program{
+		Name: "app", Command: []string{"sleep", "100"},
+		StartSecs: &startSecs, StartRetries: &retries, StopWaitSecs: &stopWait,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sup, err := supervisor.New([]supervisor.Program{p}, supervisor.Options{})
 	if err != nil {
 		t.Fatal(err)
