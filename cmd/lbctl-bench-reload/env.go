@@ -14,11 +14,10 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/lb"
 	"github.com/lbctl/lbctl/reload"
-	"github.com/lbctl/lbctl/render"
 )
 
 // benchEnv is one Consul, two greeter backends, and two identical nginx:
@@ -64,31 +63,30 @@ func (e *benchEnv) point(g *testrig.Greeter) error {
 	return nil
 }
 
-// startLbctl runs lbctl's pipeline exactly as `lbctl run` does: catalog watch,
-// built-in render engine, reload controller with the config's default wait.
+// startLbctl runs lbctl's pipeline through the same assembly as `lbctl run`
+// (package lb): catalog watch, render engine following splits, reload
+// controller with the config's default wait, drain publisher. Only the
+// supervisor is missing: nginx is started here once the first render is on disk.
 func (e *benchEnv) startLbctl(ctx context.Context, tb *benchTB, log *slog.Logger, waitMin time.Duration) error {
 	n := testrig.NewNginx(tb)
 	e.lbctlAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
 	cfg := &config.Config{
-		Services: []config.Service{{Name: "greeter", Listen: e.lbctlAddr}},
+		LBID:     "lbctl-bench",
+		Services: []config.Service{{Name: "greeter", Listen: e.lbctlAddr, Shift: true}},
 		Nginx:    config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: filepath.Join(n.ConfD, "lbctl.conf")},
 		Wait:     config.Wait{Min: waitMin},
 	}
 	cfg.SetDefaults()
-	watcher := catalog.NewWatcher(e.consul.Client, render.Queries(cfg.Services), log)
-	engine := render.NewEngine(cfg, watcher, nil, nil, log)
-	e.ctl = reload.New(reload.Options{Nginx: cfg.Nginx, Wait: cfg.Wait, Log: log})
-	u, err := engine.Once(ctx)
+	l, err := lb.New(cfg, lb.Options{Consul: e.consul.Client, Log: log})
 	if err != nil {
 		return err
 	}
-	if _, err := e.ctl.Apply(ctx, u); err != nil {
+	e.ctl = l.Controller()
+	if _, err := l.Start(ctx); err != nil {
 		return err
 	}
 	n.Start()
-	updates := make(chan render.Update, 1)
-	go engine.Run(ctx, updates)
-	go e.ctl.Run(ctx, updates)
+	go l.Run(ctx)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -30,14 +31,15 @@ type appProcess struct {
 	exit     *supervisor.Exit
 }
 
-// startApp starts argv under a supervisor.
-func startApp(argv []string, stopWait time.Duration, log *slog.Logger) (*appProcess, error) {
+// startApp starts argv under a supervisor, its output lines going to stdout
+// and stderr.
+func startApp(argv []string, stopWait time.Duration, log *slog.Logger, stdout, stderr io.Writer) (*appProcess, error) {
 	prog := supervisor.Program{
 		Name: appName, Command: argv, Autostart: true, Autorestart: supervisor.RestartNever,
 		StartSecs: 0, StartRetries: 0, Essential: true, StopWait: stopWait,
 	}
 	prog.Defaults()
-	sup, err := supervisor.New([]supervisor.Program{prog}, supervisor.Options{Logger: log})
+	sup, err := supervisor.New([]supervisor.Program{prog}, supervisor.Options{Logger: log, Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
