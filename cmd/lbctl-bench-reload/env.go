@@ -17,6 +17,7 @@ import (
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/lb"
+	"github.com/lbctl/lbctl/lb/lbtest"
 	"github.com/lbctl/lbctl/reload"
 )
 
@@ -43,7 +44,7 @@ func setUp(ctx context.Context, tb *benchTB, o benchOptions) (*benchEnv, error) 
 	if o.verbose {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	if err := env.startLbctl(ctx, tb, log, o.waitMin); err != nil {
+	if err := env.startLbctl(tb, log, o.waitMin); err != nil {
 		return nil, err
 	}
 	if err := env.startConsulTemplate(ctx, tb, o); err != nil {
@@ -67,7 +68,7 @@ func (e *benchEnv) point(g *testrig.Greeter) error {
 // (package lb): catalog watch, render engine following splits, reload
 // controller with the config's default wait, drain publisher. Only the
 // supervisor is missing: nginx is started here once the first render is on disk.
-func (e *benchEnv) startLbctl(ctx context.Context, tb *benchTB, log *slog.Logger, waitMin time.Duration) error {
+func (e *benchEnv) startLbctl(tb *benchTB, log *slog.Logger, waitMin time.Duration) error {
 	n := testrig.NewNginx(tb)
 	e.lbctlAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
 	cfg := &config.Config{
@@ -82,11 +83,7 @@ func (e *benchEnv) startLbctl(ctx context.Context, tb *benchTB, log *slog.Logger
 		return err
 	}
 	e.ctl = l.Controller()
-	if _, err := l.Start(ctx); err != nil {
-		return err
-	}
-	n.Start()
-	go l.Run(ctx)
+	lbtest.Run(tb, l, n)
 	return nil
 }
 

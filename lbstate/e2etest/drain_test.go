@@ -20,9 +20,9 @@ import (
 	"github.com/lbctl/lbctl/greeter/greeterpb"
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/lb"
+	"github.com/lbctl/lbctl/lb/lbtest"
 	"github.com/lbctl/lbctl/lbstate"
 	"github.com/lbctl/lbctl/registrar"
-	"github.com/lbctl/lbctl/reload"
 	"github.com/lbctl/lbctl/render"
 )
 
@@ -50,12 +50,7 @@ func loadBalancer(t *testing.T, c *testrig.Consul, n *testrig.Nginx, lbPort int,
 	}
 	l, err := lb.New(cfg, lb.Options{
 		Consul: c.Client, Log: log,
-		MasterPID: func() (int, error) {
-			if pid := n.PID(); pid != 0 {
-				return pid, nil
-			}
-			return 0, reload.ErrNoMaster
-		},
+		MasterPID: lbtest.MasterPID(n),
 		OnPublished: func(_ map[catalog.Query]uint64, err error) {
 			if err != nil {
 				t.Errorf("publish: %v", err)
@@ -65,18 +60,7 @@ func loadBalancer(t *testing.T, c *testrig.Consul, n *testrig.Nginx, lbPort int,
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if _, err := l.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	n.Start()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := l.Run(ctx); err != nil {
-			t.Errorf("load balancer: %v", err)
-		}
-	})
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	lbtest.Run(t, l, n)
 }
 
 // instance is a greeter backend kept registered by a registrar.

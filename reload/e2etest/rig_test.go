@@ -1,13 +1,11 @@
 package e2etest
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/lb"
+	"github.com/lbctl/lbctl/lb/lbtest"
 	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/reload"
 	"github.com/lbctl/lbctl/render"
@@ -77,24 +76,9 @@ func newRig(t *testing.T, o rigOptions) *rig {
 // starts nginx on it, then runs the load balancer until the test ends.
 func (r *rig) start() {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if res, err := r.lb.Start(ctx); err != nil || res.Outcome != reload.Written {
-		r.t.Fatalf("first apply: %+v, %v; want written", res, err)
+	if res := lbtest.Run(r.t, r.lb, r.nginx); res.Outcome != reload.Written {
+		r.t.Fatalf("first apply: %+v; want written", res)
 	}
-	r.nginx.Start()
-	r.run()
-}
-
-func (r *rig) run() {
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := r.lb.Run(ctx); err != nil {
-			r.t.Errorf("load balancer: %v", err)
-		}
-	})
-	r.t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
 // reloads is how many reloads ended with outcome.

@@ -25,6 +25,7 @@ import (
 	"github.com/lbctl/lbctl/internal/faultygreeter"
 	"github.com/lbctl/lbctl/internal/testrig"
 	assembly "github.com/lbctl/lbctl/lb"
+	"github.com/lbctl/lbctl/lb/lbtest"
 	"github.com/lbctl/lbctl/loadgen"
 	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/reload"
@@ -75,12 +76,7 @@ func startLB(t *testing.T, c *testrig.Consul, n *testrig.Nginx, log *slog.Logger
 	m := metrics.New(metrics.NewRegistry())
 	balancer, err := assembly.New(cfg, assembly.Options{
 		Consul: c.Client, Log: log, Metrics: m,
-		MasterPID: func() (int, error) {
-			if pid := n.PID(); pid != 0 {
-				return pid, nil
-			}
-			return 0, reload.ErrNoMaster
-		},
+		MasterPID: lbtest.MasterPID(n),
 		OnApplied: func(u render.Update) {
 			live := string(u.Files[0].Data)
 			l.live.Store(&live)
@@ -90,18 +86,8 @@ func startLB(t *testing.T, c *testrig.Consul, n *testrig.Nginx, log *slog.Logger
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if _, err := balancer.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	n.Start()
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := balancer.Run(ctx); err != nil {
-			t.Errorf("load balancer: %v", err)
-		}
-	})
-	t.Cleanup(func() {
+	lbtest.Run(t, balancer, n)
+	t.Cleanup(func() { // runs before lbtest.Run's, which stops the load balancer
 		// Every update was applied: none rejected, failed or unconfirmed
 		// (read before shutting down, which may cut a reload short).
 		for _, o := range []reload.Outcome{reload.Rejected, reload.Failed, reload.TimedOut} {
@@ -109,8 +95,6 @@ func startLB(t *testing.T, c *testrig.Consul, n *testrig.Nginx, log *slog.Logger
 				t.Errorf("apply: %v updates %s", n, o)
 			}
 		}
-		cancel()
-		wg.Wait()
 	})
 	return l
 }
