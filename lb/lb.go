@@ -246,12 +246,17 @@ func (l *LB) Healthy() error {
 // error of a first render that can never succeed (nginx -t rejects it and no
 // earlier config exists) or of a part that stopped. Deregistering is left to
 // Deregister, which lbctl run calls before it stops nginx.
+//
+// With RenderOnly (lbctl render) there is no start-up to order: Run follows
+// Consul at once, and a rejected render is logged while it waits for the next.
 func (l *LB) Run(ctx context.Context) error {
-	if _, err := l.Start(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	if !l.opts.RenderOnly {
+		if _, err := l.Start(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
 		}
-		return err
 	}
 	if l.opts.Supervisor != nil {
 		l.opts.Supervisor.OpenGate(FirstRenderGate)
