@@ -45,6 +45,12 @@ type Options struct {
 	// that is already live), after the reload. With coalescing it is the
 	// newest update of the burst, which is what nginx serves. The drain
 	// protocol publishes its Indexes, one per health query.
+	//
+	// OnApplied runs while Apply holds the controller's lock, so calls come
+	// in the order nginx served the updates. It must not block: hand
+	// anything slow, a Consul write above all, to another goroutine with
+	// newest-wins semantics (package lb hands the Indexes to the drain
+	// publisher through a capacity-1 channel, internal/latest).
 	OnApplied func(u render.Update)
 	// WaitForMaster leaves telling the old workers to quit to the nginx
 	// master, which does it 100 ms after starting the new ones. By default

@@ -14,11 +14,11 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/lb"
+	"github.com/lbctl/lbctl/lb/lbtest"
 	"github.com/lbctl/lbctl/reload"
-	"github.com/lbctl/lbctl/render"
 )
 
 // benchEnv is one Consul, two greeter backends, and two identical nginx:
@@ -44,7 +44,7 @@ func setUp(ctx context.Context, tb *benchTB, o benchOptions) (*benchEnv, error) 
 	if o.verbose {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	if err := env.startLbctl(ctx, tb, log, o.waitMin); err != nil {
+	if err := env.startLbctl(tb, log, o.waitMin); err != nil {
 		return nil, err
 	}
 	if err := env.startConsulTemplate(ctx, tb, o); err != nil {
@@ -64,31 +64,26 @@ func (e *benchEnv) point(g *testrig.Greeter) error {
 	return nil
 }
 
-// startLbctl runs lbctl's pipeline exactly as `lbctl run` does: catalog watch,
-// built-in render engine, reload controller with the config's default wait.
-func (e *benchEnv) startLbctl(ctx context.Context, tb *benchTB, log *slog.Logger, waitMin time.Duration) error {
+// startLbctl runs lbctl's pipeline through the same assembly as `lbctl run`
+// (package lb): catalog watch, render engine following splits, reload
+// controller with the config's default wait, drain publisher. Only the
+// supervisor is missing: nginx is started here once the first render is on disk.
+func (e *benchEnv) startLbctl(tb *benchTB, log *slog.Logger, waitMin time.Duration) error {
 	n := testrig.NewNginx(tb)
 	e.lbctlAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
 	cfg := &config.Config{
-		Services: []config.Service{{Name: "greeter", Listen: e.lbctlAddr}},
+		LBID:     "lbctl-bench",
+		Services: []config.Service{{Name: "greeter", Listen: e.lbctlAddr, Shift: true}},
 		Nginx:    config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: filepath.Join(n.ConfD, "lbctl.conf")},
 		Wait:     config.Wait{Min: waitMin},
 	}
 	cfg.SetDefaults()
-	watcher := catalog.NewWatcher(e.consul.Client, render.Queries(cfg.Services), log)
-	engine := render.NewEngine(cfg, watcher, nil, nil, log)
-	e.ctl = reload.New(reload.Options{Nginx: cfg.Nginx, Wait: cfg.Wait, Log: log})
-	u, err := engine.Once(ctx)
+	l, err := lb.New(cfg, lb.Options{Consul: e.consul.Client, Log: log})
 	if err != nil {
 		return err
 	}
-	if _, err := e.ctl.Apply(ctx, u); err != nil {
-		return err
-	}
-	n.Start()
-	updates := make(chan render.Update, 1)
-	go engine.Run(ctx, updates)
-	go e.ctl.Run(ctx, updates)
+	e.ctl = l.Controller()
+	lbtest.Run(tb, l, n)
 	return nil
 }
 

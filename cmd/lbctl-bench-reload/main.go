@@ -1,6 +1,7 @@
 // Command lbctl-bench-reload measures "Consul change → nginx serving the new
-// upstream" for lbctl's pipeline (catalog watch → built-in render → reload
-// controller) and for consul-template driving an identical nginx with
+// upstream" for lbctl's pipeline, built by package lb as `lbctl run` builds
+// it (catalog watch → built-in render following splits → reload controller →
+// drain publisher), and for consul-template driving an identical nginx with
 // `nginx -s reload`, side by side on the same run, and prints p50/p90/p99.
 //
 // Each round re-registers one Consul service instance with the port of the

@@ -28,6 +28,7 @@ func newBenchTB() (*benchTB, error) {
 func (b *benchTB) Helper()                   {}
 func (b *benchTB) Cleanup(f func())          { b.cleanups = append(b.cleanups, f) }
 func (b *benchTB) Logf(f string, a ...any)   { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+func (b *benchTB) Errorf(f string, a ...any) { fmt.Fprintf(os.Stderr, "error: "+f+"\n", a...) }
 func (b *benchTB) Fatal(a ...any)            { panic(benchFatal(fmt.Sprint(a...))) }
 func (b *benchTB) Fatalf(f string, a ...any) { panic(benchFatal(fmt.Sprintf(f, a...))) }
 func (b *benchTB) Skip(a ...any)             { panic(benchFatal("missing: " + fmt.Sprint(a...))) }

@@ -13,7 +13,7 @@ import (
 )
 
 func newDeregisterCmd(g *globalOptions) *cobra.Command {
-	o := &agentCmdOptions{g: g, env: os.LookupEnv, out: os.Stdout}
+	o := &agentCmdOptions{g: g, env: os.LookupEnv}
 	cmd := &cobra.Command{
 		Use:   "deregister --service-id ID",
 		Short: "Remove a service instance from Consul",
@@ -21,7 +21,7 @@ func newDeregisterCmd(g *globalOptions) *cobra.Command {
 This does not drain: load balancers learn of it as fast as they can.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.changed = cmd.Flags().Changed
+			o.changed, o.out = cmd.Flags().Changed, cmd.OutOrStdout()
 			return runDeregister(cmd.Context(), o)
 		},
 	}

@@ -14,8 +14,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	root := newRootCmd()
+	err := root.ExecuteContext(ctx)
 	stop()
+	if msg := errorMessage(err); msg != "" {
+		fmt.Fprintln(root.ErrOrStderr(), "lbctl:", msg)
+	}
 	os.Exit(exitCode(err))
 }
 
@@ -41,11 +45,22 @@ func exitCode(err error) int {
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "lbctl:", ee.err)
-		}
 		return ee.code
 	}
-	fmt.Fprintln(os.Stderr, "lbctl:", err)
 	return 1
+}
+
+// errorMessage is what main prints for err: nothing for success or for an
+// exitError that carries only a code (the app's own exit).
+func errorMessage(err error) string {
+	var ee *exitError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &ee) && ee.err == nil:
+		return ""
+	case errors.As(err, &ee):
+		return ee.err.Error()
+	}
+	return err.Error()
 }

@@ -23,7 +23,7 @@ type agentCmdOptions struct {
 }
 
 func newMaintCmd(g *globalOptions) *cobra.Command {
-	o := &agentCmdOptions{g: g, env: os.LookupEnv, out: os.Stdout}
+	o := &agentCmdOptions{g: g, env: os.LookupEnv}
 	cmd := &cobra.Command{
 		Use:   "maint --service-id ID on|off",
 		Short: "Put a service instance into or out of maintenance",
@@ -32,7 +32,7 @@ load balancers stop sending it calls) or take it out, through the local agent.
 This does not wait for the load balancers; lbctl register's drain does.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			o.changed = cmd.Flags().Changed
+			o.changed, o.out = cmd.Flags().Changed, cmd.OutOrStdout()
 			return runMaint(cmd.Context(), o, args[0])
 		},
 	}

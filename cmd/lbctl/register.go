@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -129,7 +130,7 @@ func runRegister(ctx context.Context, o *registerOptions, app []string) error {
 		return err
 	}
 	s := &registerSession{client: client, r: registrar.New(client, svc, log), drain: reg.Drain, reason: o.reason,
-		stopWait: o.stopWait, log: log}
+		stopWait: o.stopWait, log: log, stdout: o.g.stdout, stderr: o.g.stderr}
 	if len(app) == 0 {
 		return s.keepRegistered(ctx)
 	}
@@ -264,6 +265,8 @@ type registerSession struct {
 	reason   string
 	stopWait time.Duration
 	log      *slog.Logger
+	// stdout and stderr get the app's output lines (nil: the supervisor's default).
+	stdout, stderr io.Writer
 }
 
 // stopGrace bounds the last steps of a shutdown that run after ctx ended
@@ -284,7 +287,7 @@ func (s *registerSession) keepRegistered(ctx context.Context) error {
 // drains, stops the app, waits for it, deregisters and exits with its code.
 // An app that exits on its own is deregistered and its code returned.
 func (s *registerSession) superviseApp(ctx context.Context, argv []string) error {
-	app, err := startApp(argv, s.stopWait, s.log)
+	app, err := startApp(argv, s.stopWait, s.log, s.stdout, s.stderr)
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -30,8 +31,9 @@ type appProcess struct {
 	exit     *supervisor.Exit
 }
 
-// startApp starts argv under a supervisor.
-func startApp(argv []string, stopWait time.Duration, log *slog.Logger) (*appProcess, error) {
+// startApp starts argv under a supervisor, its output lines going to stdout
+// and stderr.
+func startApp(argv []string, stopWait time.Duration, log *slog.Logger, stdout, stderr io.Writer) (*appProcess, error) {
 	startSecs, retries, stopWaitSecs := 0.0, 0, stopWait.Seconds()
 	prog, err := supervisor.FromConfig(config.Program{
 		Name: appName, Command: argv, Autorestart: config.AutorestartFalse,
@@ -40,7 +42,7 @@ func startApp(argv []string, stopWait time.Duration, log *slog.Logger) (*appProc
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	sup, err := supervisor.New([]supervisor.Program{prog}, supervisor.Options{Logger: log})
+	sup, err := supervisor.New([]supervisor.Program{prog}, supervisor.Options{Logger: log, Stdout: stdout, Stderr: stderr})
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/lbctl/lbctl/lb"
 	"github.com/lbctl/lbctl/reload"
 	"github.com/lbctl/lbctl/render"
 )
@@ -56,26 +56,30 @@ func runRender(ctx context.Context, o *renderOptions) error {
 	if err != nil {
 		return err
 	}
-	engine, _, err := renderEngine(cfg, log)
+	// nginx runs elsewhere: nginx.pid_file finds its master (or nothing is
+	// signalled, and files are only validated and written).
+	l, err := lb.New(cfg, lb.Options{Log: log, RenderOnly: true})
 	if err != nil {
 		return err
 	}
-	// nginx runs elsewhere: nginx.pid_file finds its master (or nothing is
-	// signalled, and files are only validated and written).
-	ctl := reload.New(reload.Options{Nginx: cfg.Nginx, Wait: cfg.Wait, Log: log})
 	if !o.dryRun && !o.once {
-		return watchAndApply(ctx, engine, ctl)
+		return l.Run(ctx)
 	}
 	octx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	u, err := engine.Once(octx)
+	u, err := l.Once(octx)
 	if err != nil {
 		return fmt.Errorf("render: %w", err)
 	}
 	if o.dryRun {
 		return printUpdate(o.stdout, u)
 	}
-	return applyOnce(ctx, ctl, u, log)
+	res, err := l.Apply(ctx, u)
+	if err != nil && !errors.Is(err, reload.ErrNoMaster) {
+		return fmt.Errorf("render: %w", err)
+	}
+	log.Info("rendered", "outcome", res.Outcome, "changed", res.Changed)
+	return nil
 }
 
 // printUpdate writes each destination's header line and exact bytes.
@@ -86,32 +90,4 @@ func printUpdate(w io.Writer, u render.Update) error {
 		}
 	}
 	return nil
-}
-
-// applyOnce validates the render with nginx -t, writes the files whose bytes
-// changed and, when an nginx master is known, reloads it and confirms.
-func applyOnce(ctx context.Context, ctl *reload.Controller, u render.Update, log *slog.Logger) error {
-	res, err := ctl.Apply(ctx, u)
-	if err != nil && !errors.Is(err, reload.ErrNoMaster) {
-		return fmt.Errorf("render: %w", err)
-	}
-	log.Info("rendered", "outcome", res.Outcome, "changed", res.Changed)
-	return nil
-}
-
-// watchAndApply renders on every Consul change and hands each render to the
-// reload controller (coalesce, validate, swap, signal, confirm) until ctx ends.
-func watchAndApply(ctx context.Context, engine *render.Engine, ctl *reload.Controller) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	updates := make(chan render.Update, 1)
-	errc := make(chan error, 2)
-	go func() { errc <- engine.Run(ctx, updates) }()
-	go func() { errc <- ctl.Run(ctx, updates) }()
-	err := <-errc
-	cancel()
-	if err2 := <-errc; err == nil {
-		err = err2
-	}
-	return err
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"log/slog"
 	"os"
 
@@ -15,6 +16,10 @@ type globalOptions struct {
 	logLevel   string
 	logFormat  string
 	consul     config.Consul // --consul-* overrides
+	// stdout and stderr are the running command's streams
+	// (cmd.OutOrStdout, cmd.ErrOrStderr), set before it runs; every command
+	// writes through them. nil (options built by hand in tests) discards.
+	stdout, stderr io.Writer
 }
 
 func newRootCmd() *cobra.Command {
@@ -24,6 +29,9 @@ func newRootCmd() *cobra.Command {
 		Short:         "Run gRPC services behind nginx with Consul, with deploys that drop nothing",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+	}
+	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {
+		g.stdout, g.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return usageErrorf("%v (see lbctl %s --help)", err, cmd.Name())
@@ -55,7 +63,19 @@ func (g *globalOptions) loadConfig() (*config.Config, error) {
 	return config.Load(g.configPath, config.Options{Env: os.LookupEnv, ConsulFlags: g.consul})
 }
 
-// logger builds the process logger from the log flags; logs go to stderr.
+// out and errOut are the command's streams (io.Discard when unset).
+func (g *globalOptions) out() io.Writer    { return orDiscard(g.stdout) }
+func (g *globalOptions) errOut() io.Writer { return orDiscard(g.stderr) }
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// logger builds the process logger from the log flags; logs go to the
+// command's stderr.
 func (g *globalOptions) logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
@@ -64,9 +84,9 @@ func (g *globalOptions) logger() (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch g.logFormat {
 	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewTextHandler(g.errOut(), opts)), nil
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(slog.NewJSONHandler(g.errOut(), opts)), nil
 	}
 	return nil, usageErrorf("--log-format: want text or json, got %q", g.logFormat)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/lb"
 	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/supervisor"
 	"github.com/lbctl/lbctl/supervisor/control"
@@ -38,9 +39,9 @@ type runOptions struct {
 	// beforeStop, when set, runs once ctx ends and before any program is
 	// stopped (deregister from Consul while nginx still serves).
 	beforeStop func(context.Context)
-	// lb renders, reloads, publishes and registers (run_lb.go); nil when the
+	// lb renders, reloads, publishes and registers (package lb); nil when the
 	// config renders nothing and lbctl run only supervises.
-	lb *loadBalancer
+	lb *lb.LB
 }
 
 func newRunCmd(g *globalOptions) *cobra.Command {
@@ -87,7 +88,7 @@ func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 		return nil, &exitError{code: exitConfig, err: err}
 	}
 	reg := metrics.NewRegistry()
-	sup, err := supervisor.New(programs, supervisor.Options{Logger: log, Registerer: reg})
+	sup, err := supervisor.New(programs, supervisor.Options{Logger: log, Registerer: reg, Stdout: g.stdout, Stderr: g.stderr})
 	if err != nil {
 		return nil, &exitError{code: exitConfig, err: err}
 	}

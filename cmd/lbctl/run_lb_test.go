@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -86,5 +89,61 @@ func TestRunServesRegistersAndDeregisters(t *testing.T) {
 	}
 	if _, err := testrig.CallInstance(context.Background(), lb); err == nil {
 		t.Fatal("nginx still answers after lbctl run stopped")
+	}
+}
+
+// consulErrors reads lbctl_consul_errors_total from lbctl run's /metrics.
+func consulErrors(addr string) (float64, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "lbctl_consul_errors_total "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no lbctl_consul_errors_total in:\n%s", b)
+}
+
+// A real lbctl run counts its failed Consul requests: with Consul stopped
+// under it, lbctl_consul_errors_total on /metrics (http.address) rises.
+func TestRunCountsConsulErrorsOnMetrics(t *testing.T) {
+	c := testrig.StartConsul(t)
+	a := testrig.StartGreeter(t, "alpha", "v1")
+	c.Register(a.Registration("greeter"))
+	n := testrig.NewNginx(t)
+	lb := testrig.LoopbackAddr(testrig.FreePort(t))
+	httpAddr := testrig.LoopbackAddr(testrig.FreePort(t))
+	src := lbRunConfig(c, n, lb)
+	src = src[:strings.Index(src, "register:")] + fmt.Sprintf("http: {address: %q}\n", httpAddr)
+	cfg, socket := supervisedConfig(t, src)
+	cancel, result := startRun(t, cfg, socket)
+
+	testrig.ExpectInstance(t, lb, "alpha", 10*time.Second)
+	before, err := consulErrors(httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	testrig.WaitFor(t, 20*time.Second, "lbctl_consul_errors_total to rise", func() error {
+		now, err := consulErrors(httpAddr)
+		if err != nil {
+			return err
+		}
+		if now <= before {
+			return fmt.Errorf("lbctl_consul_errors_total %v, %v before Consul stopped", now, before)
+		}
+		t.Logf("lbctl_consul_errors_total %v before Consul stopped, %v after", before, now)
+		return nil
+	})
+	cancel()
+	if err := waitResult(t, result); err != nil {
+		t.Fatalf("lbctl run: %v", err)
 	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,9 +29,11 @@ func supervisedConfig(t *testing.T, programs string) (cfgPath, socket string) {
 }
 
 // runLbctl runs `lbctl args...` in-process and returns its stdout and error.
+// The buffer is safe for concurrent writes: supervised programs' output goes
+// to the command's stdout too.
 func runLbctl(ctx context.Context, args ...string) (string, error) {
 	root := newRootCmd()
-	var out bytes.Buffer
+	var out testrig.LogBuffer
 	root.SetOut(&out)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)

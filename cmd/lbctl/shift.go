@@ -104,7 +104,7 @@ func runShift(ctx context.Context, o *shiftOptions, service string) error {
 		return err
 	}
 	if warning := followWarning(cfg, service); warning != "" {
-		fmt.Fprintln(os.Stderr, "lbctl: warning:", warning)
+		fmt.Fprintln(o.errOut(), "lbctl: warning:", warning)
 	}
 	p := &progress{w: o.stdout, terminal: o.terminal, steps: len(plan.Steps)}
 	final, err := shift.Shift(ctx, client, plan, shift.Options{

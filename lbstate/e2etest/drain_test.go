@@ -19,9 +19,10 @@ import (
 	"github.com/lbctl/lbctl/greeter"
 	"github.com/lbctl/lbctl/greeter/greeterpb"
 	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/lb"
+	"github.com/lbctl/lbctl/lb/lbtest"
 	"github.com/lbctl/lbctl/lbstate"
 	"github.com/lbctl/lbctl/registrar"
-	"github.com/lbctl/lbctl/reload"
 	"github.com/lbctl/lbctl/render"
 )
 
@@ -32,52 +33,34 @@ func testLog(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// loadBalancer runs what `lbctl run` will: watch → render → reload nginx →
-// publish the applied indexes, until the test ends.
+// loadBalancer runs what `lbctl run` does, built by package lb: watch →
+// render → reload nginx → publish the applied indexes, until the test ends.
 func loadBalancer(t *testing.T, c *testrig.Consul, n *testrig.Nginx, lbPort int, log *slog.Logger) {
 	t.Helper()
 	src := fmt.Sprintf("consul: {address: %q}\nnginx: {binary: %q, config: %q, prefix: %q, pid_file: %q, services_conf: %q}\n"+
-		"wait: {min: 10ms, max: 100ms}\nservices:\n  - name: greeter\n    listen: 127.0.0.1:%d\n",
+		"lb_id: lb-1\nwait: {min: 10ms, max: 100ms}\nservices:\n  - name: greeter\n    listen: 127.0.0.1:%d\n",
 		c.Addr, n.Bin, n.MainConf, n.Dir, n.PIDFile, filepath.Join(n.ConfD, "lbctl.conf"), lbPort)
 	cfg, err := config.Parse("lbctl.yaml", []byte(src), config.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := render.NewEngine(cfg, catalog.NewWatcher(c.Client, render.Queries(cfg.Services), log), nil, render.SystemResolver(time.Second), log)
 	queries := render.Queries(cfg.Services)
 	if len(queries) != 1 {
 		t.Fatalf("want one query, got %v", queries)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	pub := lbstate.NewPublisher(c.Client, "lb-1", log)
-	ctl := reload.New(reload.Options{
-		Nginx: cfg.Nginx, Wait: cfg.Wait, Log: log,
-		MasterPID: func() (int, error) {
-			if pid := n.PID(); pid != 0 {
-				return pid, nil
-			}
-			return 0, reload.ErrNoMaster
-		},
-		OnApplied: func(u render.Update) {
-			if err := pub.Publish(ctx, u.Indexes); err != nil {
+	l, err := lb.New(cfg, lb.Options{
+		Consul: c.Client, Log: log,
+		MasterPID: lbtest.MasterPID(n),
+		OnPublished: func(_ map[catalog.Query]uint64, err error) {
+			if err != nil {
 				t.Errorf("publish: %v", err)
 			}
 		},
 	})
-	first, err := engine.Once(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ctl.Apply(ctx, first); err != nil {
-		t.Fatal(err)
-	}
-	n.Start()
-	updates := make(chan render.Update, 1)
-	var wg sync.WaitGroup
-	wg.Go(func() { pub.Run(ctx) })
-	wg.Go(func() { engine.Run(ctx, updates) })
-	wg.Go(func() { ctl.Run(ctx, updates) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	lbtest.Run(t, l, n)
 }
 
 // instance is a greeter backend kept registered by a registrar.

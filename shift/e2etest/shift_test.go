@@ -20,13 +20,14 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/lbctl/lbctl/accesslog"
-	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/greeter"
 	"github.com/lbctl/lbctl/internal/faultygreeter"
 	"github.com/lbctl/lbctl/internal/testrig"
+	assembly "github.com/lbctl/lbctl/lb"
+	"github.com/lbctl/lbctl/lb/lbtest"
 	"github.com/lbctl/lbctl/loadgen"
+	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/reload"
 	"github.com/lbctl/lbctl/render"
 	"github.com/lbctl/lbctl/shift"
@@ -52,8 +53,9 @@ func testLog() *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
-// lb is what `lbctl run` does for a shift: render engine following splits →
-// reload controller → nginx, and the access-log collector publishing counts.
+// lb is what `lbctl run` does for a shift, built by package lb: render engine
+// following splits → reload controller → nginx, and the access-log collector
+// publishing counts.
 type lb struct {
 	addr string
 	live atomic.Pointer[string] // the built-in file nginx is confirmed to serve
@@ -64,57 +66,37 @@ func startLB(t *testing.T, c *testrig.Consul, n *testrig.Nginx, log *slog.Logger
 	port := testrig.FreePort(t)
 	accessLog := filepath.Join(n.Dir, "grpc-access.log")
 	src := fmt.Sprintf("consul: {address: %q}\nnginx: {binary: %q, config: %q, prefix: %q, pid_file: %q, services_conf: %q}\n"+
-		"services:\n  - {name: greeter, tag: blue, listen: '127.0.0.1:%d', shift: true, access_log: %s}\n",
+		"lb_id: lb-1\nservices:\n  - {name: greeter, tag: blue, listen: '127.0.0.1:%d', shift: true, access_log: %s}\n",
 		c.Addr, n.Bin, n.MainConf, n.Dir, n.PIDFile, filepath.Join(n.ConfD, "lbctl.conf"), port, accessLog)
 	cfg, err := config.Parse("lbctl.yaml", []byte(src), config.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := render.NewEngine(cfg, catalog.NewWatcher(c.Client, render.Queries(cfg.Services), log), nil, nil, log)
-	engine.FollowSplits(shift.NewWatcher(c.Client, log))
-	ctl := reload.New(reload.Options{Nginx: cfg.Nginx, Log: log, MasterPID: func() (int, error) {
-		if pid := n.PID(); pid != 0 {
-			return pid, nil
-		}
-		return 0, reload.ErrNoMaster
-	}})
 	l := &lb{addr: testrig.LoopbackAddr(port)}
-	ctx, cancel := context.WithCancel(context.Background())
-	first, err := engine.Once(ctx)
+	m := metrics.New(metrics.NewRegistry())
+	balancer, err := assembly.New(cfg, assembly.Options{
+		Consul: c.Client, Log: log, Metrics: m,
+		MasterPID: lbtest.MasterPID(n),
+		OnApplied: func(u render.Update) {
+			live := string(u.Files[0].Data)
+			l.live.Store(&live)
+		},
+		StatsPoll: 20 * time.Millisecond, StatsPeriod: 50 * time.Millisecond,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ctl.Apply(ctx, first); err != nil {
-		t.Fatal(err)
-	}
-	n.Start()
-	collector := &accesslog.Collector{Client: c.Client, LB: "lb-1", Paths: []string{accessLog},
-		Queries: render.Queries(cfg.Services), Poll: 20 * time.Millisecond, Period: 50 * time.Millisecond, Log: log}
-	updates := make(chan render.Update, 1)
-	var wg sync.WaitGroup
-	wg.Go(func() { engine.Run(ctx, updates) })
-	wg.Go(func() { l.apply(ctx, t, ctl, updates) })
-	wg.Go(func() { collector.Run(ctx) })
-	t.Cleanup(func() { cancel(); wg.Wait() })
-	return l
-}
-
-func (l *lb) apply(ctx context.Context, t *testing.T, ctl *reload.Controller, updates chan render.Update) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case u := <-updates:
-			if _, err := ctl.Apply(ctx, u); err != nil {
-				if ctx.Err() == nil {
-					t.Errorf("apply: %v", err)
-				}
-				continue
+	lbtest.Run(t, balancer, n)
+	t.Cleanup(func() { // runs before lbtest.Run's, which stops the load balancer
+		// Every update was applied: none rejected, failed or unconfirmed
+		// (read before shutting down, which may cut a reload short).
+		for _, o := range []reload.Outcome{reload.Rejected, reload.Failed, reload.TimedOut} {
+			if n := m.Reloads.WithLabelValues(string(o)).Value(); n != 0 {
+				t.Errorf("apply: %v updates %s", n, o)
 			}
-			live := string(u.Files[0].Data)
-			l.live.Store(&live)
 		}
-	}
+	})
+	return l
 }
 
 // waitServing waits until nginx is confirmed to serve a config containing s.

@@ -1,0 +1,116 @@
+package e2etest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/lb"
+	"github.com/lbctl/lbctl/lb/lbtest"
+	"github.com/lbctl/lbctl/metrics"
+	"github.com/lbctl/lbctl/reload"
+	"github.com/lbctl/lbctl/render"
+)
+
+// rig is the whole pipeline on real things, built by package lb as lbctl run
+// builds it: Consul → catalog watch → built-in render → reload controller →
+// nginx → greeter backends (and the drain publisher).
+type rig struct {
+	t       *testing.T
+	consul  *testrig.Consul
+	nginx   *testrig.Nginx
+	lb      *lb.LB
+	ctl     *reload.Controller
+	m       *metrics.Metrics
+	addr    string // where nginx serves the greeter service
+	dest    string // the services conf the built-in template writes
+	applied atomic.Uint64
+	// confirmed is what dest held when nginx was last confirmed serving it.
+	confirmed atomic.Pointer[string]
+}
+
+type rigOptions struct {
+	consul testrig.ConsulOptions
+	wait   config.Wait
+}
+
+func newRig(t *testing.T, o rigOptions) *rig {
+	t.Helper()
+	r := &rig{t: t, consul: testrig.StartConsul(t, o.consul), nginx: testrig.NewNginx(t)}
+	r.addr = testrig.LoopbackAddr(testrig.FreePort(t))
+	r.dest = filepath.Join(r.nginx.ConfD, "lbctl.conf")
+	n := r.nginx
+	cfg := &config.Config{
+		LBID:     "lb-test",
+		Services: []config.Service{{Name: "greeter", Listen: r.addr}},
+		Nginx:    config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: r.dest},
+		Wait:     o.wait,
+	}
+	cfg.SetDefaults()
+	r.m = metrics.New(metrics.NewRegistry())
+	l, err := lb.New(cfg, lb.Options{
+		Consul: r.consul.Client, Log: testrig.Logger(t), Metrics: r.m,
+		ConsulMaxBackoff: 500 * time.Millisecond,
+		OnApplied: func(u render.Update) {
+			r.applied.Store(u.Index)
+			b, _ := os.ReadFile(r.dest)
+			live := string(b)
+			r.confirmed.Store(&live)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.lb, r.ctl = l, l.Controller()
+	return r
+}
+
+// start renders once (nginx is not running yet: the file is only written),
+// starts nginx on it, then runs the load balancer until the test ends.
+func (r *rig) start() {
+	r.t.Helper()
+	if res := lbtest.Run(r.t, r.lb, r.nginx); res.Outcome != reload.Written {
+		r.t.Fatalf("first apply: %+v; want written", res)
+	}
+}
+
+// reloads is how many reloads ended with outcome.
+func (r *rig) reloads(outcome reload.Outcome) int {
+	return int(counter(r.m.Reloads.WithLabelValues(string(outcome))))
+}
+
+// waitServing waits until nginx is confirmed serving a file that lists
+// exactly these backends.
+func (r *rig) waitServing(backends ...*testrig.Greeter) {
+	r.t.Helper()
+	testrig.WaitFor(r.t, 20*time.Second, fmt.Sprintf("nginx serving %d backends", len(backends)), func() error {
+		live := r.confirmed.Load()
+		if live == nil {
+			return errors.New("no reload confirmed yet")
+		}
+		b := []byte(*live)
+		if n := strings.Count(string(b), "    server "); n != len(backends) {
+			return fmt.Errorf("%d servers in:\n%s", n, b)
+		}
+		for _, g := range backends {
+			if !strings.Contains(string(b), "server "+g.Addr) {
+				return fmt.Errorf("%s missing from:\n%s", g.Addr, b)
+			}
+		}
+		if err := r.ctl.Healthy(); err != nil {
+			return err
+		}
+		return nil
+	})
+}
+
+func counter(c *metrics.Counter) float64 { return c.Value() }
+
+func gauge(g *metrics.Gauge) float64 { return g.Value() }
