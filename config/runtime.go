@@ -7,16 +7,22 @@ import (
 
 // Wait folds Consul changes that arrive close together into one nginx
 // reload: a reload happens once no change came for Min, and never later than
-// Max after the first change of a burst (like consul-template's wait).
+// Max after the first change of a burst (like consul-template's wait), and
+// never sooner than BetweenReloads after the previous reload.
 //
 // Defaults: Min 10ms is enough for changes made "at the same moment" (two
 // instances put into maintenance together reach lbctl within a few ms) while
-// keeping change-to-serving near 20ms. Max 250ms bounds the wait in a storm;
-// reloading more often is pointless anyway: nginx's master sleeps 100ms after
-// each reload before it acts on the next SIGHUP. See docs/reload.md.
+// keeping change-to-serving near 20ms. Max 250ms bounds the wait in a storm.
+// BetweenReloads 500ms: every reload sends GOAWAY on every client
+// connection, and each client then reconnects and sends again the calls the
+// old worker had not read. gRPC clients retry such a call transparently only
+// once, so a second reload that lands before those retries are read fails
+// them ("the connection is draining"). On a loaded 2-core machine that wave
+// took up to 200ms to be read. See docs/reload.md.
 type Wait struct {
-	Min time.Duration `yaml:"min"`
-	Max time.Duration `yaml:"max"`
+	Min            time.Duration `yaml:"min"`
+	Max            time.Duration `yaml:"max"`
+	BetweenReloads time.Duration `yaml:"between_reloads"`
 }
 
 func (w *Wait) setDefaults() {
@@ -26,11 +32,17 @@ func (w *Wait) setDefaults() {
 	if w.Max == 0 {
 		w.Max = max(250*time.Millisecond, 4*w.Min)
 	}
+	if w.BetweenReloads == 0 {
+		w.BetweenReloads = 500 * time.Millisecond
+	}
 }
 
 func (w *Wait) validate(report reporter) {
 	if w.Min < 0 || w.Max < w.Min {
 		report("wait", "want 0 <= min <= max, got min %s max %s", w.Min, w.Max)
+	}
+	if w.BetweenReloads < 0 {
+		report("wait.between_reloads", "want a duration >= 0, got %s", w.BetweenReloads)
 	}
 }
 

@@ -8,11 +8,14 @@ import (
 
 // coalescer folds updates that arrive close together into one: the pending
 // update is due once no new one came for min, and never later than max after
-// the first one it folds. It is a pure state machine: callers pass the time.
+// the first one it folds, but never sooner than gap after the last reload.
+// It is a pure state machine: callers pass the time.
 type coalescer struct {
 	min, max    time.Duration
+	gap         time.Duration
 	pending     *render.Update
 	first, last time.Time
+	reloaded    time.Time
 }
 
 // add folds u into the pending update: u's files and index win (each update
@@ -38,12 +41,18 @@ func (c *coalescer) due() (at time.Time, ok bool) {
 	if c.pending == nil {
 		return time.Time{}, false
 	}
-	quiet, capped := c.last.Add(c.min), c.first.Add(c.max)
-	if capped.Before(quiet) {
-		return capped, true
+	at = c.last.Add(c.min)
+	if capped := c.first.Add(c.max); capped.Before(at) {
+		at = capped
 	}
-	return quiet, true
+	if next := c.reloaded.Add(c.gap); !c.reloaded.IsZero() && at.Before(next) {
+		at = next
+	}
+	return at, true
 }
+
+// reloadedAt records that nginx reloaded at t: the next update waits for gap.
+func (c *coalescer) reloadedAt(t time.Time) { c.reloaded = t }
 
 // take hands out the pending update and starts over.
 func (c *coalescer) take() render.Update {

@@ -84,3 +84,22 @@ func TestBurstWithDefaultWaitGivesOneApply(t *testing.T) {
 		t.Fatalf("%d applies, want 1", applies)
 	}
 }
+
+func TestCoalescerKeepsTheGapBetweenReloads(t *testing.T) {
+	c := &coalescer{min: 10 * time.Millisecond, max: 50 * time.Millisecond, gap: 500 * time.Millisecond}
+	c.add(numbered(0), ms(0))
+	if at, _ := c.due(); !at.Equal(ms(10)) {
+		t.Fatalf("first update due at %v, want 10ms: no reload yet to keep a gap from", at.Sub(t0))
+	}
+	c.take()
+	c.reloadedAt(ms(30))
+	c.add(numbered(100), ms(100))
+	if at, _ := c.due(); !at.Equal(ms(530)) {
+		t.Fatalf("update after a reload due at %v, want 530ms: 500ms after the reload at 30ms", at.Sub(t0))
+	}
+	c.take()
+	c.add(numbered(600), ms(600))
+	if at, _ := c.due(); !at.Equal(ms(610)) {
+		t.Fatalf("update long after the last reload due at %v, want 610ms: only min applies", at.Sub(t0))
+	}
+}

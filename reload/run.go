@@ -12,13 +12,15 @@ const sweepEvery = 250 * time.Millisecond
 
 // Run applies updates until ctx ends, coalescing them with Options.Wait:
 // a burst is applied once no update came for Wait.Min, and never later than
-// Wait.Max after its first update. Each update is validated in the
+// Wait.Max after its first update, but no sooner than Wait.BetweenReloads
+// after the previous reload (whose GOAWAYs make every client reconnect and
+// retry what the old workers had not read). Each update is validated in the
 // background as it arrives, so the wait and nginx -t overlap. Updates that arrive while a reload runs
 // wait in the channel (give it capacity 1 with latest-wins sends) and are
 // folded into the next one. Failed applies are logged and counted; the next
 // update is tried as usual. Run returns nil when ctx ends.
 func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) error {
-	co := &coalescer{min: c.opts.Wait.Min, max: c.opts.Wait.Max}
+	co := &coalescer{min: c.opts.Wait.Min, max: c.opts.Wait.Max, gap: c.opts.Wait.BetweenReloads}
 	defer c.pre.stop()
 	sweep := time.After(sweepEvery)
 	for {
@@ -38,10 +40,19 @@ func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) erro
 			co.add(u, time.Now())
 			c.pre.start(ctx, u)
 		case <-fire:
-			c.Apply(ctx, co.take()) // logged and counted by Apply
+			res, _ := c.Apply(ctx, co.take()) // logged and counted by Apply
+			if signalled(res) {
+				co.reloadedAt(time.Now())
+			}
 		case <-sweep:
 			c.gens.sweep()
 			sweep = time.After(sweepEvery)
 		}
 	}
+}
+
+// signalled says whether an apply sent nginx a SIGHUP that may have replaced
+// its workers (and so sent GOAWAY on every client connection).
+func signalled(res Result) bool {
+	return res.Outcome == Applied || res.Outcome == TimedOut
 }

@@ -85,3 +85,15 @@ func TestOnAppliedGetsTheAppliedUpdate(t *testing.T) {
 		t.Fatal("OnApplied did not get the update")
 	}
 }
+
+// Only an apply that sent SIGHUP makes the next one keep wait.between_reloads.
+func TestOnlyReloadsThatSignalledNginxCountForTheGap(t *testing.T) {
+	if !signalled(Result{Outcome: Applied}) || !signalled(Result{Outcome: TimedOut}) {
+		t.Fatal("an applied or unconfirmed reload must count for the gap")
+	}
+	for _, o := range []Outcome{Unchanged, Rejected, Failed, Written} {
+		if signalled(Result{Outcome: o}) {
+			t.Fatalf("outcome %s sent no SIGHUP but counts for the gap", o)
+		}
+	}
+}

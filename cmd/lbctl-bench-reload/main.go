@@ -41,7 +41,7 @@ func main() {
 	flag.StringVar(&o.consulTemplate, "consul-template",
 		filepath.Join(testrig.CacheDir(), "consul-template-0.41.1", "consul-template"), "consul-template v0.41.1 binary")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up on a round after this long")
-	flag.DurationVar(&o.gap, "gap", 250*time.Millisecond, "pause between rounds (nginx sleeps 100 ms after each reload)")
+	flag.DurationVar(&o.gap, "gap", 600*time.Millisecond, "pause between rounds (more than lbctl's wait.between_reloads, so each round is one change on a quiet load balancer)")
 	flag.DurationVar(&o.window, "window", 250*time.Millisecond, "keep probing this long after the new backend first answers")
 	flag.DurationVar(&o.waitMin, "wait-min", 0, "lbctl's wait.min (0: the config default)")
 	flag.BoolVar(&o.verbose, "v", false, "log lbctl's reload lines")

@@ -58,7 +58,7 @@ func (n *Nginx) mainConfig() string {
 		user = "user root;\n"
 	}
 	return user + fmt.Sprintf(`worker_processes 1;
-worker_shutdown_timeout 10s;
+worker_shutdown_timeout 30s;
 error_log %[1]s/error.log notice;
 pid %[1]s/nginx.pid;
 events { worker_connections 1024; }
