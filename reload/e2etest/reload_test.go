@@ -86,14 +86,8 @@ func TestInvalidRenderIsRejectedAndTrafficKeepsFlowing(t *testing.T) {
 // is 2s here, far more than the test's gaps between changes even on a busy
 // machine, so the promise is exactly one reload for the whole burst.
 func TestChangesCloserThanWaitMinAreFoldedIntoOneReload(t *testing.T) {
-	r := newRig(t, rigOptions{wait: config.Wait{Min: 2 * time.Second, Max: 30 * time.Second}})
-	a := testrig.StartGreeter(t, "alpha", "v1")
-	r.consul.Register(a.Registration("greeter"))
-	r.start()
-	testrig.ExpectInstance(t, r.addr, "alpha", 10*time.Second)
+	r, w := startWeights(t, config.Wait{Min: 2 * time.Second, Max: 30 * time.Second})
 	before := r.reloads(reload.Applied)
-
-	w := newWeights(t, r, a)
 	for range 50 {
 		w.next()
 	}
@@ -111,14 +105,8 @@ func TestChangesCloserThanWaitMinAreFoldedIntoOneReload(t *testing.T) {
 // wait.min apart, are still applied, wait.max after the first of them.
 func TestChangesThatKeepComingAreAppliedAfterWaitMax(t *testing.T) {
 	wait := config.Wait{Min: time.Second, Max: 2 * time.Second}
-	r := newRig(t, rigOptions{wait: wait})
-	a := testrig.StartGreeter(t, "alpha", "v1")
-	r.consul.Register(a.Registration("greeter"))
-	r.start()
-	testrig.ExpectInstance(t, r.addr, "alpha", 10*time.Second)
+	r, w := startWeights(t, wait)
 	before := r.reloads(reload.Applied)
-
-	w := newWeights(t, r, a)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(20 * time.Second)
@@ -150,8 +138,15 @@ type weights struct {
 	maxGap   time.Duration
 }
 
-func newWeights(t *testing.T, r *rig, g *testrig.Greeter) *weights {
-	return &weights{t: t, r: r, reg: *g.Registration("greeter"), start: time.Now()}
+// startWeights starts a load balancer with wait in front of one instance,
+// serving, and returns it with the instance's weights to change.
+func startWeights(t *testing.T, wait config.Wait) (*rig, *weights) {
+	r := newRig(t, rigOptions{wait: wait})
+	a := testrig.StartGreeter(t, "alpha", "v1")
+	r.consul.Register(a.Registration("greeter"))
+	r.start()
+	testrig.ExpectInstance(t, r.addr, "alpha", 10*time.Second)
+	return r, &weights{t: t, r: r, reg: *a.Registration("greeter"), start: time.Now()}
 }
 
 func (w *weights) weight() string { return strconv.Itoa(w.sent%9 + 2) }
