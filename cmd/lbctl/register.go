@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -13,14 +12,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/hashicorp/consul/api"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/lbctl/lbctl/appctl"
 	"github.com/lbctl/lbctl/config"
-	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/internal/consulclient"
-	"github.com/lbctl/lbctl/lbstate"
 	"github.com/lbctl/lbctl/registrar"
 )
 
@@ -106,8 +103,8 @@ func appArgs(cmd *cobra.Command, args []string) ([]string, error) {
 	return args, nil
 }
 
-// runRegister is `lbctl register`: resolve the registration, then keep it
-// (and the app, if any) running until ctx ends, then drain.
+// runRegister is `lbctl register`: resolve the registration, then hand it
+// (and the app, if any) to appctl.Run, which keeps it until ctx ends, then drains.
 func runRegister(ctx context.Context, o *registerOptions, app []string) error {
 	log, err := o.logger()
 	if err != nil {
@@ -129,12 +126,21 @@ func runRegister(ctx context.Context, o *registerOptions, app []string) error {
 	if err != nil {
 		return err
 	}
-	s := &registerSession{client: client, r: registrar.New(client, svc, log), drain: reg.Drain, reason: o.reason,
-		stopWait: o.stopWait, log: log, stdout: o.g.stdout, stderr: o.g.stderr}
-	if len(app) == 0 {
-		return s.keepRegistered(ctx)
+	return registerExit(appctl.Run(ctx, appctl.Options{Client: client, Service: svc, Drain: reg.Drain, Reason: o.reason,
+		App: app, StopWait: o.stopWait, Log: log, Stdout: o.g.stdout, Stderr: o.g.stderr}))
+}
+
+// registerExit gives an app's exit its exit code: the app's own, and at
+// least 1 when something else failed as well.
+func registerExit(err error) error {
+	var ae *appctl.ExitError
+	switch {
+	case !errors.As(err, &ae):
+		return err
+	case ae.Err != nil:
+		return &exitError{code: max(ae.Code, 1), err: ae.Err}
 	}
-	return s.superviseApp(ctx, app)
+	return &exitError{code: ae.Code}
 }
 
 func (o *registerOptions) logger() (*slog.Logger, error) {
@@ -254,152 +260,4 @@ func splitTags(s string) []string {
 		}
 	}
 	return tags
-}
-
-// registerSession is one `lbctl register` run: the registrar, the drain
-// settings, and how long the shutdown steps may take.
-type registerSession struct {
-	client   *api.Client
-	r        *registrar.Registrar
-	drain    config.RegisterDrain
-	reason   string
-	stopWait time.Duration
-	log      *slog.Logger
-	// stdout and stderr get the app's output lines (nil: the supervisor's default).
-	stdout, stderr io.Writer
-}
-
-// stopGrace bounds the last steps of a shutdown that run after ctx ended
-// (deregistering), besides the drain's own timeout.
-const stopGrace = 10 * time.Second
-
-// keepRegistered registers and keeps the registration until ctx ends, then drains and deregisters.
-func (s *registerSession) keepRegistered(ctx context.Context) error {
-	if err := s.r.Run(ctx); err != nil {
-		return err
-	}
-	stopCtx := context.WithoutCancel(ctx)
-	s.drainNow(stopCtx)
-	return s.deregister(stopCtx)
-}
-
-// superviseApp runs the app, registers it once it listens, and when ctx ends
-// drains, stops the app, waits for it, deregisters and exits with its code.
-// An app that exits on its own is deregistered and its code returned.
-func (s *registerSession) superviseApp(ctx context.Context, argv []string) error {
-	app, err := startApp(argv, s.stopWait, s.log, s.stdout, s.stderr)
-	if err != nil {
-		return err
-	}
-	if s.r.Service().Check.Type == "ttl" {
-		s.r.Healthy = s.appListening // heartbeats pass only while the app accepts connections
-	}
-	runCtx, stopRun := context.WithCancel(ctx)
-	defer stopRun()
-	runDone := make(chan error, 1)
-	go func() { runDone <- s.registerWhenListening(runCtx, app) }()
-	var runErr error
-	select {
-	case <-app.Done():
-		stopRun()
-		runErr = <-runDone
-		s.log.Warn("app exited on its own", "code", app.ExitCode())
-	case runErr = <-runDone: // ctx ended, or the app exited before listening
-	case <-ctx.Done():
-		runErr = <-runDone
-	}
-	stopRun()
-	stopCtx := context.WithoutCancel(ctx)
-	registered := isClosed(s.r.Registered())
-	if registered && !isClosed(app.Done()) {
-		s.drainNow(stopCtx)
-	}
-	s.stopApp(stopCtx, app)
-	if registered {
-		if err := s.deregister(stopCtx); err != nil {
-			s.log.Error("deregistering failed", "err", err)
-		}
-	}
-	code := app.ExitCode()
-	if err := errors.Join(runErr, app.StartError()); err != nil {
-		return &exitError{code: max(code, 1), err: err}
-	}
-	return &exitError{code: code}
-}
-
-// registerWhenListening runs the registrar once the app accepts TCP
-// connections; nil at once when the app exits or ctx ends first.
-func (s *registerSession) registerWhenListening(ctx context.Context, app *appProcess) error {
-	if !s.waitListening(ctx, app) {
-		return nil
-	}
-	return s.r.Run(ctx)
-}
-
-// waitListening polls a TCP connection to the service's port until the app
-// accepts one; false when ctx ends or the app exits first.
-func (s *registerSession) waitListening(ctx context.Context, app *appProcess) bool {
-	b := backoff.New(20*time.Millisecond, 500*time.Millisecond)
-	for {
-		if s.appListening(ctx) == nil {
-			return true
-		}
-		select {
-		case <-app.Done():
-			return false
-		default:
-		}
-		if b.Wait(ctx) != nil {
-			return false
-		}
-	}
-}
-
-// appListening connects to the registered address and port once.
-func (s *registerSession) appListening(ctx context.Context) error {
-	svc := s.r.Service()
-	d := net.Dialer{Timeout: time.Second}
-	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(svc.Address, strconv.Itoa(svc.Port)))
-	if err != nil {
-		return fmt.Errorf("app not accepting connections: %w", err)
-	}
-	return conn.Close()
-}
-
-// stopApp sends the app SIGTERM (SIGKILL after --stop-wait) and waits for it.
-func (s *registerSession) stopApp(ctx context.Context, app *appProcess) {
-	if err := app.Stop(ctx); err != nil {
-		s.log.Error("stopping the app failed", "err", err)
-	}
-	s.log.Info("app exited", "code", app.ExitCode())
-}
-
-// drainNow runs the drain; its outcome is logged, and shutdown goes on whatever it was.
-func (s *registerSession) drainNow(ctx context.Context) {
-	_, err := s.r.Drain(ctx, registrar.DrainOptions{
-		Mode: s.drain.Mode, Reason: s.reason, Timeout: s.drain.Timeout,
-		Waiter: lbstate.NewWaiter(s.client, s.log),
-	})
-	if err != nil {
-		s.log.Warn("drain incomplete; stopping anyway", "err", err)
-	}
-}
-
-func (s *registerSession) deregister(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, stopGrace)
-	defer cancel()
-	if err := s.r.Deregister(ctx); err != nil {
-		return err
-	}
-	s.log.Info("deregistered")
-	return nil
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }

@@ -1,4 +1,4 @@
-package main
+package appctl
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 // appName is the supervised app's program name (its output lines are prefixed with it).
 const appName = "app"
 
-// appProcess is the app that `lbctl register -- COMMAND ARGS…` runs, as the
+// appProcess is the app that Run supervises (`lbctl register -- COMMAND ARGS…`), as the
 // one program of a supervisor (the same code as lbctl run's programs): its
 // own process group, never restarted, stopped with SIGTERM and, after
 // stopWait, SIGKILL to the group.
@@ -100,7 +100,11 @@ func (a *appProcess) Stop(ctx context.Context) error {
 func (a *appProcess) ExitCode() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	e := a.exit
+	return exitCode(a.exit)
+}
+
+// exitCode maps a supervised program's exit to a process exit code (nil: unknown).
+func exitCode(e *supervisor.Exit) int {
 	switch {
 	case e == nil:
 		return 1
