@@ -105,7 +105,7 @@ func (s *session) keepRegistered(ctx context.Context) error {
 }
 
 // superviseApp runs the app, registers it once it listens, and when ctx ends
-// drains, stops the app, waits for it, deregisters and exits with its code.
+// drains, stops the app, waits for it, deregisters and returns its code.
 // An app that exits on its own is deregistered and its code returned.
 func (s *session) superviseApp(ctx context.Context) error {
 	app, err := startApp(s.App, s.StopWait, s.Log, s.Stdout, s.Stderr)
