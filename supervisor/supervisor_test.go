@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
@@ -543,10 +544,23 @@ func TestExitWaitsForLastOutputButNotForGrandchildren(t *testing.T) {
 }
 
 // nohup starts lbctl with SIGHUP ignored; its programs must still be able to
-// trap SIGHUP (exec keeps an ignored signal ignored).
+// trap SIGHUP (exec keeps an ignored signal ignored). The test runs itself
+// again in a process started with SIGHUP and SIGINT ignored.
 func TestProgramsStartWithDefaultSignalsThoughLbctlIgnoresThem(t *testing.T) {
-	signal.Ignore(syscall.SIGHUP, syscall.SIGINT)
-	t.Cleanup(func() { signal.Reset(syscall.SIGHUP, syscall.SIGINT) })
+	const child = "LBCTL_TEST_STARTED_IGNORING_HUP_INT"
+	if os.Getenv(child) == "" {
+		cmd := exec.Command("sh", "-c", `trap '' HUP INT; exec "$0" "$@"`, os.Args[0],
+			"-test.run=^TestProgramsStartWithDefaultSignalsThoughLbctlIgnoresThem$", "-test.count=1", "-test.v")
+		cmd.Env = append(os.Environ(), child+"=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "--- PASS") {
+			t.Fatalf("in a process started with SIGHUP and SIGINT ignored: %v\n%s", err, out)
+		}
+		return
+	}
+	if !signal.Ignored(syscall.SIGHUP) || !signal.Ignored(syscall.SIGINT) {
+		t.Fatal("not started with SIGHUP and SIGINT ignored")
+	}
 	p := prog("app", `trap 'echo hup' HUP; trap 'echo int' INT; echo ready; while :; do sleep 0.01; done`)
 	h := start(t, p)
 	h.waitOutput("app | ready")
