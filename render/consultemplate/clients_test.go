@@ -3,6 +3,8 @@ package consultemplate
 import (
 	"context"
 	"encoding/pem"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/testrig"
 )
 
 // fakeHTTPSConsul answers the health query of the seed template over HTTPS
@@ -78,13 +81,29 @@ func TestTLSAndTokenReachConsul(t *testing.T) {
 
 func TestUnverifiedTLSFails(t *testing.T) {
 	srv, _, _ := fakeHTTPSConsul(t)
-	e, err := New([]config.Template{templateConfig(t, seedTemplate)}, config.Consul{Address: srv.URL, Token: "hidden-token-9"}, testLogger(t))
+	var logs testrig.LogBuffer
+	e, err := New([]config.Template{templateConfig(t, seedTemplate)}, config.Consul{Address: srv.URL, Token: "hidden-token-9"},
+		slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	// Once retries until its context ends; end it once the first failure is
+	// logged (the session records it before it logs it).
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, err = e.Once(ctx)
+	res := make(chan error, 1)
+	go func() { _, err := e.Once(ctx); res <- err }()
+	testrig.WaitFor(t, 30*time.Second, "a failed Consul query to be logged", func() error {
+		if !strings.Contains(logs.String(), "consul query failed") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	cancel()
+	err = <-res
+	if strings.Contains(logs.String(), "hidden-token-9") {
+		t.Fatalf("the token is in the log:\n%s", logs.String())
+	}
 	if err == nil || !strings.Contains(err.Error(), "certificate") || strings.Contains(err.Error(), "hidden-token-9") {
 		t.Fatalf("got %v, want a certificate error without the token", err)
 	}
