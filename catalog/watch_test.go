@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,9 +105,21 @@ func TestOnceWithUnreachableConsulFails(t *testing.T) {
 	}
 	w := catalog.NewWatcher(client, []catalog.Query{{Service: "greeter"}}, quietLog())
 	w.MinBackoff, w.MaxBackoff = time.Millisecond, 10*time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	// Once retries until its context ends; end it at the first failure.
+	failed := make(chan struct{})
+	var once sync.Once
+	w.OnError = func(catalog.Query, error) { once.Do(func() { close(failed) }) }
+	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, err = w.Once(ctx)
+	res := make(chan error, 1)
+	go func() { _, err := w.Once(ctx); res <- err }()
+	select {
+	case <-failed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no failed Consul request in 30s")
+	}
+	cancel()
+	err = <-res
 	if err == nil || !strings.Contains(err.Error(), "consul did not answer") || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("err = %v, want consul did not answer: ... connection refused", err)
 	}
