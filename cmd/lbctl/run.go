@@ -95,10 +95,10 @@ func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 		return nil, &exitError{code: exitConfig, err: err}
 	}
 	o := &runOptions{
-		cfg:      cfg,
-		log:      log,
-		sup:      sup,
-		registry: reg,
+		cfg:          cfg,
+		log:          log,
+		sup:          sup,
+		registry:     reg,
 		reloadConfig: g.loadConfig,
 	}
 	if err := o.addLoadBalancer(); err != nil {

@@ -167,14 +167,7 @@ func TestSIGHUPAppliesServicesAndRefusesAnInvalidFile(t *testing.T) {
 	src = src[:strings.Index(src, "register:")]
 	cfgPath, _ := supervisedConfig(t, src)
 	var logs testrig.LogBuffer
-	o, err := newRunOptions(&globalOptions{configPath: cfgPath}, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	res := make(chan error, 1)
-	go func() { res <- runLB(ctx, o) }()
-	defer func() { cancel(); waitResult(t, res) }()
+	o, ctx := runInProcess(t, cfgPath, slog.New(slog.NewTextHandler(&logs, nil)))
 	testrig.ExpectInstance(t, lb, "alpha", 10*time.Second)
 	gen, err := loadgen.New(loadgen.Options{Target: lb, Clients: 4})
 	if err != nil {
