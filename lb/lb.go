@@ -110,6 +110,12 @@ type LB struct {
 	// publisher (capacity 1, newest wins): the reload controller hands them
 	// over without waiting for Consul.
 	applied chan map[catalog.Query]uint64
+	// rendered is the config the engine renders (services and templates
+	// change on Reconfigure); newEngines hands Run an engine built for a new
+	// one (capacity 1, newest wins).
+	mu         sync.Mutex
+	rendered   *config.Config
+	newEngines chan *render.Engine
 
 	startOnce sync.Once
 	startErr  error // Start's outcome
@@ -128,7 +134,7 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 		opts.Resolve = render.SystemResolver(time.Second)
 	}
 	l := &LB{cfg: cfg, opts: opts, log: opts.Log.With("component", "lb"), client: opts.Consul, m: opts.Metrics,
-		id: cfg.LBID, applied: make(chan map[catalog.Query]uint64, 1)}
+		id: cfg.LBID, applied: make(chan map[catalog.Query]uint64, 1), newEngines: make(chan *render.Engine, 1)}
 	if l.client == nil {
 		c, err := consulclient.New(cfg.Consul)
 		if err != nil {
@@ -142,11 +148,11 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 			return nil, fmt.Errorf("lb_id: no host name to default to: %w", err)
 		}
 	}
-	engine, err := l.newEngine()
+	engine, err := l.newEngine(cfg)
 	if err != nil {
 		return nil, err
 	}
-	l.engine = engine
+	l.engine, l.rendered = engine, cfg
 	l.reload = reload.New(reload.Options{
 		Nginx:     cfg.Nginx,
 		MasterPID: l.masterPID(),
@@ -172,21 +178,21 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 // newEngine is the render engine: a Consul health watch for the built-in
 // services (its errors counted), the splits of lbctl shift, and
 // consul-template for the templates.
-func (l *LB) newEngine() (*render.Engine, error) {
-	watcher := catalog.NewWatcher(l.client, render.Queries(l.cfg.Services), l.opts.Log)
+func (l *LB) newEngine(cfg *config.Config) (*render.Engine, error) {
+	watcher := catalog.NewWatcher(l.client, render.Queries(cfg.Services), l.opts.Log)
 	watcher.OnError = func(catalog.Query, error) { l.m.ConsulErrors.Inc() }
 	if l.opts.ConsulMaxBackoff > 0 {
 		watcher.MaxBackoff = l.opts.ConsulMaxBackoff
 	}
 	var tmpl render.Templates
-	if len(l.cfg.Templates) > 0 {
-		ct, err := consultemplate.New(l.cfg.Templates, l.cfg.Consul, l.opts.Log)
+	if len(cfg.Templates) > 0 {
+		ct, err := consultemplate.New(cfg.Templates, cfg.Consul, l.opts.Log)
 		if err != nil {
 			return nil, err
 		}
 		tmpl = ct
 	}
-	engine := render.NewEngine(l.cfg, watcher, tmpl, l.opts.Resolve, l.opts.Log)
+	engine := render.NewEngine(cfg, watcher, tmpl, l.opts.Resolve, l.opts.Log)
 	engine.FollowSplits(shift.NewWatcher(l.client, l.opts.Log))
 	return engine, nil
 }
@@ -221,7 +227,7 @@ func (l *LB) Controller() *reload.Controller { return l.reload }
 // Once renders every destination once (`lbctl render --once`, `--dry-run`).
 // It fails, rather than render "no instances", when Consul does not answer
 // before ctx ends.
-func (l *LB) Once(ctx context.Context) (render.Update, error) { return l.engine.Once(ctx) }
+func (l *LB) Once(ctx context.Context) (render.Update, error) { return l.currentEngine().Once(ctx) }
 
 // Apply validates u with nginx -t, writes the files whose bytes changed and,
 // when an nginx master is known, reloads it and confirms (reload.Controller.Apply).
@@ -267,7 +273,7 @@ func (l *LB) Run(ctx context.Context) error {
 	errc := make(chan error, 6)
 	run := func(f func(context.Context) error) { wg.Go(func() { errc <- f(ctx) }) }
 	updates := make(chan render.Update, 1)
-	run(func(ctx context.Context) error { return l.engine.Run(ctx, updates) })
+	run(func(ctx context.Context) error { return l.runEngines(ctx, updates) })
 	run(func(ctx context.Context) error { return l.reload.Run(ctx, updates) })
 	if l.publisher != nil {
 		run(l.publisher.Run)

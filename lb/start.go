@@ -37,7 +37,7 @@ func (l *LB) firstRender(ctx context.Context) (reload.Result, error) {
 	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		u, err := l.engine.Once(octx)
+		u, err := l.currentEngine().Once(octx)
 		cancel()
 		if err == nil {
 			var res reload.Result

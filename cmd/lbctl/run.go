@@ -31,8 +31,8 @@ type runOptions struct {
 	sup *supervisor.Supervisor
 	// registry collects every metric served on cfg.HTTP.Address.
 	registry *metrics.Registry
-	// reloadPrograms re-reads the programs for SIGHUP; nil ignores SIGHUP.
-	reloadPrograms func() ([]supervisor.Program, error)
+	// reloadConfig re-reads the config file for SIGHUP; nil ignores SIGHUP.
+	reloadConfig func() (*config.Config, error)
 	// openGates are the readiness gates something in this run opens; a
 	// program waiting for any other gate would never start.
 	openGates []string
@@ -50,8 +50,10 @@ func newRunCmd(g *globalOptions) *cobra.Command {
 		Short: "Run as the container entrypoint: supervise nginx, render, reload, register",
 		Long: `Run supervises the configured programs (and those of supervisord_config)
 until SIGTERM or SIGINT, then stops them in reverse start order. SIGHUP
-re-reads the programs from the config: added ones start, removed ones stop,
-changed ones restart, unchanged ones keep running. As PID 1 it splits into a
+re-reads the whole config: added programs start, removed ones stop, changed
+ones restart, unchanged ones keep running; services and templates are
+rendered, validated and reloaded; any other changed key is logged as needing
+a restart. An invalid file is logged and changes nothing. As PID 1 it splits into a
 small init that reaps zombies and forwards signals, and the worker.
 
 Exit codes: 0 clean stop, 1 an essential program failed (or another runtime
@@ -93,17 +95,11 @@ func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 		return nil, &exitError{code: exitConfig, err: err}
 	}
 	o := &runOptions{
-		cfg:      cfg,
-		log:      log,
-		sup:      sup,
-		registry: reg,
-		reloadPrograms: func() ([]supervisor.Program, error) {
-			cfg, err := g.loadConfig()
-			if err != nil {
-				return nil, err
-			}
-			return loadPrograms(cfg, log)
-		},
+		cfg:          cfg,
+		log:          log,
+		sup:          sup,
+		registry:     reg,
+		reloadConfig: g.loadConfig,
 	}
 	if err := o.addLoadBalancer(); err != nil {
 		return nil, &exitError{code: exitConfig, err: err}
@@ -132,7 +128,7 @@ func loadPrograms(cfg *config.Config, log *slog.Logger) ([]supervisor.Program, e
 // control socket, the metrics listener, signal handling and the supervisor.
 func runLB(ctx context.Context, o *runOptions) error {
 	setGCPercent()
-	if err := checkGates(o.programsGates(), o.openGates); err != nil {
+	if err := checkGates(programsGates(o.cfg), o.openGates); err != nil {
 		return &exitError{code: exitConfig, err: err}
 	}
 	sock, err := control.Listen(o.cfg.Control.Socket, os.FileMode(o.cfg.Control.Mode))
@@ -191,10 +187,10 @@ func (o *runOptions) supervisorContext(ctx context.Context) context.Context {
 	return supCtx
 }
 
-// programsGates is every gate some program waits for.
-func (o *runOptions) programsGates() map[string][]string {
+// programsGates is every gate some program of cfg waits for.
+func programsGates(cfg *config.Config) map[string][]string {
 	gates := map[string][]string{}
-	for _, p := range o.cfg.Programs {
+	for _, p := range cfg.Programs {
 		for _, g := range p.WaitForGates {
 			gates[g] = append(gates[g], p.Name)
 		}
@@ -235,16 +231,32 @@ func (o *runOptions) handleSignals(ctx context.Context) {
 	}
 }
 
-// reload applies the programs in the config file as it is now; sigs is
-// subscribed to any signal the new programs want forwarded.
+// reload applies the config file as it is now: programs through the
+// supervisor, services and templates through the load balancer (rendered,
+// validated, reloaded); every other changed key is logged as needing a
+// restart. An invalid file is logged and changes nothing. sigs is subscribed
+// to any signal the new programs want forwarded.
 func (o *runOptions) reload(ctx context.Context, sigs chan<- os.Signal) {
-	if o.reloadPrograms == nil {
+	if o.reloadConfig == nil {
 		o.log.Info("SIGHUP: nothing to reload")
 		return
 	}
-	programs, err := o.reloadPrograms()
+	cfg, err := o.reloadConfig()
+	if err == nil {
+		err = checkGates(programsGates(cfg), o.openGates)
+	}
 	if err != nil {
-		o.log.Error("SIGHUP: config not reloaded, keeping the running programs", "err", err)
+		o.log.Error("SIGHUP: config not reloaded, nothing changed", "err", err)
+		return
+	}
+	o.reloadPrograms(ctx, cfg, sigs)
+	o.reconfigureLoadBalancer(cfg)
+}
+
+func (o *runOptions) reloadPrograms(ctx context.Context, cfg *config.Config, sigs chan<- os.Signal) {
+	programs, err := loadPrograms(cfg, o.log)
+	if err != nil {
+		o.log.Error("SIGHUP: programs not reloaded, keeping the running ones", "err", err)
 		return
 	}
 	if err := o.sup.Apply(ctx, programs); err != nil {
@@ -256,6 +268,24 @@ func (o *runOptions) reload(ctx context.Context, sigs chan<- os.Signal) {
 		signal.Notify(sigs, toOSSignals(more)...)
 	}
 	o.log.Info("SIGHUP: programs reloaded", "programs", len(programs))
+}
+
+func (o *runOptions) reconfigureLoadBalancer(cfg *config.Config) {
+	if o.lb == nil {
+		if lb.Needed(cfg) {
+			o.log.Warn("SIGHUP: changed, needs a restart", "key", "services")
+		}
+		return
+	}
+	restart, err := o.lb.Reconfigure(cfg)
+	for _, key := range restart {
+		o.log.Warn("SIGHUP: changed, needs a restart", "key", key)
+	}
+	if err != nil {
+		o.log.Error("SIGHUP: load balancer not reconfigured", "err", err)
+		return
+	}
+	o.log.Info("SIGHUP: services and templates applied", "services", len(cfg.Services), "templates", len(cfg.Templates))
 }
 
 func toOSSignals(sigs []syscall.Signal) []os.Signal {

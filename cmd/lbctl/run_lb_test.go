@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/lbstate"
+	"github.com/lbctl/lbctl/loadgen"
 )
 
 // lbRunConfig is an lbctl run config: nginx as a supervised program gated on
@@ -145,5 +148,61 @@ func TestRunCountsConsulErrorsOnMetrics(t *testing.T) {
 	cancel()
 	if err := waitResult(t, result); err != nil {
 		t.Fatalf("lbctl run: %v", err)
+	}
+}
+
+// SIGHUP re-reads the whole config: a service added to lbctl.yaml is
+// rendered, validated and served; a changed key lbctl cannot apply live is
+// logged as needing a restart; an invalid file is logged with its line and
+// changes nothing. Calls flowing through nginx meanwhile never fail.
+func TestSIGHUPAppliesServicesAndRefusesAnInvalidFile(t *testing.T) {
+	c := testrig.StartConsul(t)
+	a := testrig.StartGreeter(t, "alpha", "v1")
+	b := testrig.StartGreeter(t, "beta", "v1")
+	c.Register(a.Registration("greeter"))
+	c.Register(b.Registration("billing"))
+	n := testrig.NewNginx(t)
+	lb := testrig.LoopbackAddr(testrig.FreePort(t))
+	src := lbRunConfig(c, n, lb)
+	src = src[:strings.Index(src, "register:")]
+	cfgPath, _ := supervisedConfig(t, src)
+	var logs testrig.LogBuffer
+	o, ctx := runInProcess(t, cfgPath, slog.New(slog.NewTextHandler(&logs, nil)))
+	testrig.ExpectInstance(t, lb, "alpha", 10*time.Second)
+	gen, err := loadgen.New(loadgen.Options{Target: lb, Clients: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	load := make(chan loadgen.Report, 1)
+	go func() { rep, _ := gen.Run(loadCtx); load <- rep }()
+	defer stopLoad()
+
+	billing := testrig.LoopbackAddr(testrig.FreePort(t))
+	added := strings.Replace(src, "services: [", fmt.Sprintf("wait: {min: 20ms}\nservices: [{name: billing, listen: %q}, ", billing), 1)
+	if err := os.WriteFile(cfgPath, []byte(added), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o.reload(ctx, nil)
+	testrig.ExpectInstance(t, billing, "beta", 10*time.Second)
+	if !strings.Contains(logs.String(), `msg="SIGHUP: changed, needs a restart" key=wait`) {
+		t.Fatalf("the wait change was not logged as needing a restart:\n%s", logs.String())
+	}
+
+	broken := strings.Replace(added, "listen: ", "lisen: ", 1)
+	if err := os.WriteFile(cfgPath, []byte(broken), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	o.reload(ctx, nil)
+	if !strings.Contains(logs.String(), `lbctl.yaml:`) || !strings.Contains(logs.String(), `unknown key \"lisen\"`) {
+		t.Fatalf("the invalid file was not logged with its line:\n%s", logs.String())
+	}
+	testrig.ExpectInstance(t, billing, "beta", 10*time.Second)
+	testrig.ExpectInstance(t, lb, "alpha", 10*time.Second)
+	stopLoad()
+	rep := <-load
+	t.Logf("load across both SIGHUPs: %d calls, %d failed", rep.Calls, rep.Failures)
+	if rep.Calls == 0 || rep.Failures != 0 {
+		t.Fatalf("load saw failures: %+v", rep)
 	}
 }

@@ -168,6 +168,21 @@ func TestRunRefusesGateNothingOpens(t *testing.T) {
 	}
 }
 
+// runInProcess runs lbctl run's runLB on cfgPath until the test ends, and
+// returns its options (for o.reload, o.sup) and the context it runs under.
+func runInProcess(t *testing.T, cfgPath string, log *slog.Logger) (*runOptions, context.Context) {
+	t.Helper()
+	o, err := newRunOptions(&globalOptions{configPath: cfgPath}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- runLB(ctx, o) }()
+	t.Cleanup(func() { cancel(); waitResult(t, res) })
+	return o, ctx
+}
+
 func TestReloadAppliesProgramChanges(t *testing.T) {
 	cfgPath, socket := supervisedConfig(t, `programs:
   - name: keep
@@ -177,15 +192,7 @@ func TestReloadAppliesProgramChanges(t *testing.T) {
     command: [sleep, "100"]
     startsecs: 0
 `)
-	g := &globalOptions{configPath: cfgPath}
-	o, err := newRunOptions(g, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	res := make(chan error, 1)
-	go func() { res <- runLB(ctx, o) }()
-	defer func() { cancel(); waitResult(t, res) }()
+	o, ctx := runInProcess(t, cfgPath, slog.New(slog.DiscardHandler))
 	waitRunning := func(name string) {
 		t.Helper()
 		testrig.WaitFor(t, 10*time.Second, name+" RUNNING", func() error {
