@@ -18,6 +18,17 @@ type process struct {
 	pid int
 	// output is closed once both output pipes reached EOF.
 	output chan struct{}
+	// lastOut and lastErr are the last lines it wrote on each stream.
+	lastOut, lastErr *lastLine
+}
+
+// lastWords is the last line the process wrote on stderr, or else on
+// stdout: where programs say why they fail.
+func (pr *process) lastWords() string {
+	if s := pr.lastErr.get(); s != "" {
+		return s
+	}
+	return pr.lastOut.get()
 }
 
 // outputDrainBound is how long an exit waits for the process's last output
@@ -78,11 +89,12 @@ func spawn(p *Program, out, errOut *lockedWriter, logFile *rotatingFile) (*proce
 	}
 	prefix := p.Name + " | "
 	var copying sync.WaitGroup
-	copying.Go(func() { copyLines(outR, prefix, out, logFile); outR.Close() })
-	copying.Go(func() { copyLines(errR, prefix, errOut, logFile); errR.Close() })
+	lastOut, lastErr := &lastLine{}, &lastLine{}
+	copying.Go(func() { copyLines(outR, prefix, out, logFile, lastOut); outR.Close() })
+	copying.Go(func() { copyLines(errR, prefix, errOut, logFile, lastErr); errR.Close() })
 	output := make(chan struct{})
 	go func() { copying.Wait(); close(output) }()
-	return &process{cmd: cmd, pid: cmd.Process.Pid, output: output}, nil
+	return &process{cmd: cmd, pid: cmd.Process.Pid, output: output, lastOut: lastOut, lastErr: lastErr}, nil
 }
 
 // credential looks up a user name or numeric uid.
