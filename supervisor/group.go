@@ -19,13 +19,19 @@ import (
 // every exit the supervisor ends what is left of the group (the stop signal,
 // SIGKILL after stopwaitsecs) before anything else happens to the program.
 
+// groupExists says whether process group pgid has any member, zombies
+// included: one kill(-pgid, 0).
+func groupExists(pgid int) bool {
+	return !errors.Is(syscall.Kill(-pgid, 0), syscall.ESRCH)
+}
+
 // groupMembers returns the live (not zombie) processes in process group pgid.
-// kill(-pgid, 0) answers the common case, an empty group, without reading
+// groupExists answers the common case, an empty group, without reading
 // /proc; a group that still exists is read from /proc/*/stat, where a member
 // that has exited but is not yet reaped by its new parent shows as a zombie
 // and is left out.
 func groupMembers(pgid int) []int {
-	if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+	if !groupExists(pgid) {
 		return nil
 	}
 	entries, err := os.ReadDir("/proc")

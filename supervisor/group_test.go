@@ -29,12 +29,32 @@ func aliveAtRestart(t *testing.T, p Program) (h *harness, child *atomic.Int64, a
 
 // A main process killed with SIGKILL leaves a child in its process group
 // (as a nginx master leaves its workers): the child gets the stop signal and
-// is gone before the program runs again. Meanwhile the program is STOPPING
-// with no pid.
+// is gone before the program runs again.
 func TestLeftoversOfACrashAreEndedBeforeTheRestart(t *testing.T) {
 	h, child, atRestart := aliveAtRestart(t, prog("parent", `sleep 100 & echo child $!; wait`))
 	first := h.waitState("parent", Running).PID
 	h.waitOutput("parent | child ")
+	child.Store(int64(childPID(t, h.out.String(), "parent | child ")))
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUntil("restart", func() bool { return atRestart.Load() >= 0 })
+	if atRestart.Load() != 0 {
+		t.Fatalf("child %d still alive when the program was restarted", child.Load())
+	}
+	if st, _ := h.sup.StatusOf("parent"); st.Restarts != 1 || st.LastExit == nil || st.LastExit.Signal != "KILL" {
+		t.Errorf("status %+v, want 1 restart after signal KILL", st)
+	}
+}
+
+// A leftover that ignores the stop signal is killed after stopwaitsecs, and
+// only then is the program started again.
+func TestLeftoversIgnoringTheStopSignalAreKilled(t *testing.T) {
+	p := prog("parent", `sh -c "trap '' TERM; echo ready; exec sleep 100" & echo child $!; wait`)
+	p.StopWait = 200 * time.Millisecond
+	h, child, atRestart := aliveAtRestart(t, p)
+	first := h.waitState("parent", Running).PID
+	h.waitOutput("parent | ready")
 	child.Store(int64(childPID(t, h.out.String(), "parent | child ")))
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -52,37 +72,16 @@ func TestLeftoversOfACrashAreEndedBeforeTheRestart(t *testing.T) {
 	if stopping == nil || stopping.PID != 0 {
 		t.Errorf("transitions %+v: want STOPPING with no pid while the group is ended", h.rec.all())
 	}
-	if st, _ := h.sup.StatusOf("parent"); st.Restarts != 1 || st.LastExit == nil || st.LastExit.Signal != "KILL" {
-		t.Errorf("status %+v, want 1 restart after signal KILL", st)
-	}
-}
-
-// A leftover that ignores the stop signal is killed after stopwaitsecs, and
-// only then is the program started again.
-func TestLeftoversIgnoringTheStopSignalAreKilled(t *testing.T) {
-	p := prog("parent", `sh -c "trap '' TERM; exec sleep 100" & echo child $!; wait`)
-	p.StopWait = 200 * time.Millisecond
-	h, child, atRestart := aliveAtRestart(t, p)
-	first := h.waitState("parent", Running).PID
-	h.waitOutput("parent | child ")
-	child.Store(int64(childPID(t, h.out.String(), "parent | child ")))
-	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	h.waitUntil("restart", func() bool { return atRestart.Load() >= 0 })
-	if atRestart.Load() != 0 {
-		t.Fatalf("child %d still alive when the program was restarted", child.Load())
-	}
 }
 
 // Asked to stop while its leftovers are being ended, the program ends up
 // STOPPED, not restarted.
 func TestStopWhileEndingLeftoversStops(t *testing.T) {
-	p := prog("parent", `sh -c "trap '' TERM; exec sleep 100" & echo child $!; wait`)
+	p := prog("parent", `sh -c "trap '' TERM; echo ready; exec sleep 100" & echo child $!; wait`)
 	p.StopWait = 300 * time.Millisecond
 	h := start(t, p)
 	first := h.waitState("parent", Running).PID
-	h.waitOutput("parent | child ")
+	h.waitOutput("parent | ready")
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

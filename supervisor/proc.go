@@ -303,8 +303,7 @@ func (p *program) onExit(ev exitEvent) {
 	code, sig := exitOf(ev.err)
 	p.setExit(&Exit{Code: code, Signal: sig, Output: ev.proc.lastWords(), At: ev.at})
 	p.log.Info("exited", "exit", p.pub.LastExit.String(), "state", p.pub.State)
-	if members := groupMembers(ev.proc.pid); len(members) > 0 {
-		p.endLeftovers(ev.proc.pid, members, code)
+	if p.endLeftovers(ev.proc.pid, code) {
 		return
 	}
 	p.afterExit(p.pub.State, code)
@@ -313,16 +312,25 @@ func (p *program) onExit(ev exitEvent) {
 // endLeftovers ends what is left of the exited process's group before the
 // exit is acted on: the stop signal (unless the group was sent it already),
 // SIGKILL after stopwaitsecs. The program shows STOPPING with no pid
-// meanwhile, so nothing signals a main process that is gone.
-func (p *program) endLeftovers(pgid int, members []int, code int) {
+// meanwhile, so nothing signals a main process that is gone. It says whether
+// there was anything left; an empty group (the common case) costs one
+// kill(-pgid, 0).
+func (p *program) endLeftovers(pgid int, code int) bool {
+	if !groupExists(pgid) {
+		return false
+	}
 	from := p.pub.State
-	p.log.Warn("main process exited, leaving processes in its group; ending them before anything else",
-		"pgid", pgid, "pids", members, "signal", signalName(p.spec.StopSignal), "stopwait", p.spec.StopWait)
-	if from != Stopping {
+	if from != Stopping { // signalled first: reading /proc for the members can wait
 		if err := signalGroup(pgid, p.spec.StopSignal, true); err != nil {
 			p.log.Error("stop leftovers", "err", err)
 		}
 	}
+	members := groupMembers(pgid)
+	if len(members) == 0 {
+		return false // zombies only, waiting for their new parent
+	}
+	p.log.Warn("main process exited, leaving processes in its group; ending them before anything else",
+		"pgid", pgid, "pids", members, "signal", signalName(p.spec.StopSignal), "stopwait", p.spec.StopWait)
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &leftovers{pgid: pgid, from: from, code: code, done: make(chan error, 1), cancel: cancel}
 	go func() { l.done <- waitGroupGone(ctx, pgid) }()
@@ -333,6 +341,7 @@ func (p *program) endLeftovers(pgid int, members []int, code int) {
 	p.setState(Stopping, fmt.Sprintf("ending %d processes left in process group %d (%s, SIGKILL after %s)",
 		len(members), pgid, signalName(p.spec.StopSignal), p.spec.StopWait))
 	p.startTimer(p.spec.StopWait, timerStopWait)
+	return true
 }
 
 func (p *program) leftDone() <-chan error {

@@ -38,8 +38,18 @@ const outputDrainBound = 100 * time.Millisecond
 
 // wait waits for the process to exit, then (bounded) for its last output
 // lines, so a crashing program's last words are logged before its exit is.
+// When its process group outlives it, whatever is left holds the pipes and
+// the exit is reported at once: the leftovers must be ended without delay.
 func (pr *process) wait() error {
 	err := pr.cmd.Wait()
+	select {
+	case <-pr.output:
+		return err
+	default:
+	}
+	if groupExists(pr.pid) {
+		return err
+	}
 	t := time.NewTimer(outputDrainBound)
 	defer t.Stop()
 	select {
