@@ -27,13 +27,13 @@ func aliveAtRestart(t *testing.T, p Program) (h *harness, child *atomic.Int64, a
 	return startWith(t, opts, p), child, atRestart
 }
 
-// A main process killed with SIGKILL leaves a child in its process group
-// (as a nginx master leaves its workers): the child gets the stop signal and
-// is gone before the program runs again.
-func TestLeftoversOfACrashAreEndedBeforeTheRestart(t *testing.T) {
-	h, child, atRestart := aliveAtRestart(t, prog("parent", `sleep 100 & echo child $!; wait`))
+// crashAndRestart waits for parent to be RUNNING and to print ready, kills
+// its main process with SIGKILL and waits for the restart: the child it
+// printed must be gone by then.
+func crashAndRestart(t *testing.T, h *harness, child *atomic.Int64, atRestart *atomic.Int32, ready string) {
+	t.Helper()
 	first := h.waitState("parent", Running).PID
-	h.waitOutput("parent | child ")
+	h.waitOutput(ready)
 	child.Store(int64(childPID(t, h.out.String(), "parent | child ")))
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -42,6 +42,14 @@ func TestLeftoversOfACrashAreEndedBeforeTheRestart(t *testing.T) {
 	if atRestart.Load() != 0 {
 		t.Fatalf("child %d still alive when the program was restarted", child.Load())
 	}
+}
+
+// A main process killed with SIGKILL leaves a child in its process group
+// (as a nginx master leaves its workers): the child gets the stop signal and
+// is gone before the program runs again.
+func TestLeftoversOfACrashAreEndedBeforeTheRestart(t *testing.T) {
+	h, child, atRestart := aliveAtRestart(t, prog("parent", `sleep 100 & echo child $!; wait`))
+	crashAndRestart(t, h, child, atRestart, "parent | child ")
 	if st, _ := h.sup.StatusOf("parent"); st.Restarts != 1 || st.LastExit == nil || st.LastExit.Signal != "KILL" {
 		t.Errorf("status %+v, want 1 restart after signal KILL", st)
 	}
@@ -53,16 +61,7 @@ func TestLeftoversIgnoringTheStopSignalAreKilled(t *testing.T) {
 	p := prog("parent", `sh -c "trap '' TERM; echo ready; exec sleep 100" & echo child $!; wait`)
 	p.StopWait = 200 * time.Millisecond
 	h, child, atRestart := aliveAtRestart(t, p)
-	first := h.waitState("parent", Running).PID
-	h.waitOutput("parent | ready")
-	child.Store(int64(childPID(t, h.out.String(), "parent | child ")))
-	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	h.waitUntil("restart", func() bool { return atRestart.Load() >= 0 })
-	if atRestart.Load() != 0 {
-		t.Fatalf("child %d still alive when the program was restarted", child.Load())
-	}
+	crashAndRestart(t, h, child, atRestart, "parent | ready")
 	var stopping *Transition
 	for _, tr := range h.rec.all() {
 		if tr.Program == "parent" && tr.To == Stopping {
