@@ -108,6 +108,9 @@ func (c *Config) SetDefaults() {
 	c.HTTP.setDefaults()
 	c.Control.setDefaults()
 	for i := range c.Programs {
+		if c.Programs[i].Name == c.Nginx.Program && c.Programs[i].StartSecs == nil {
+			c.Programs[i].StartSecs = ptr(NginxStartSecs)
+		}
 		c.Programs[i].setDefaults()
 	}
 	if c.Register != nil {

@@ -117,6 +117,13 @@ func (p *Program) setDefaults() {
 	}
 }
 
+// NginxStartSecs is the startsecs of the program that is nginx
+// (nginx.program) when it sets none. A nginx master that cannot bind a
+// listening socket tries 5 times, 500 ms apart, then exits with an error:
+// staying up 3 s proves it bound everything, so a port it cannot have is a
+// failed start (BACKOFF, then FATAL), never RUNNING.
+const NginxStartSecs = 3.0
+
 func ptr[T any](v T) *T { return &v }
 
 // StartDuration is StartSecs as a duration.

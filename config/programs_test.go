@@ -8,7 +8,7 @@ import (
 )
 
 func TestProgramDefaults(t *testing.T) {
-	cfg, err := Parse("lbctl.yaml", []byte("programs:\n  - name: nginx\n    command: [nginx, -g, \"daemon off;\"]\n    autorestart: true\n"), Options{})
+	cfg, err := Parse("lbctl.yaml", []byte("programs:\n  - name: app\n    command: [app]\n    autorestart: true\n"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -16,6 +16,25 @@ func TestProgramDefaults(t *testing.T) {
 	if !*p.Autostart || p.Autorestart != "true" || len(p.ExitCodes) != 1 || p.StartDuration() != time.Second ||
 		*p.StartRetries != 3 || p.StopSignal != "TERM" || p.StopWaitDuration() != 10*time.Second || p.Backoff.Min != time.Second {
 		t.Fatalf("defaults not filled: %+v", p)
+	}
+}
+
+// The program that is nginx (nginx.program) must outlast nginx's 2.5 s of
+// bind() retries before it counts as RUNNING, unless it says otherwise.
+func TestNginxProgramStartSecsOutlastBindRetries(t *testing.T) {
+	for src, want := range map[string][]time.Duration{
+		"nginx: {program: lb}\nprograms:\n  - name: lb\n    command: [nginx]\n  - name: nginx\n    command: [x]\n": {3 * time.Second, time.Second},
+		"programs:\n  - name: nginx\n    command: [nginx]\n    startsecs: 0.5\n":                                   {500 * time.Millisecond},
+	} {
+		cfg, err := Parse("lbctl.yaml", []byte(src), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, w := range want {
+			if got := cfg.Programs[i].StartDuration(); got != w {
+				t.Errorf("%s: startsecs %s, want %s", cfg.Programs[i].Name, got, w)
+			}
+		}
 	}
 }
 

@@ -84,12 +84,18 @@ func start(t *testing.T, programs ...Program) *harness {
 	return startWith(t, Options{}, programs...)
 }
 
-// startWith is start with some Options set (Rand, Registerer).
+// startWith is start with some Options set (Rand, Registerer); an
+// OnTransition of opts is called after the recorder's.
 func startWith(t *testing.T, opts Options, programs ...Program) *harness {
 	t.Helper()
 	h := &harness{t: t, rec: &recorder{}, out: &testrig.LogBuffer{}, errOut: &testrig.LogBuffer{}, result: make(chan error, 1)}
 	opts.Logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	opts.Stdout, opts.Stderr, opts.OnTransition = h.out, h.errOut, h.rec.add
+	opts.Stdout, opts.Stderr = h.out, h.errOut
+	if also := opts.OnTransition; also != nil {
+		opts.OnTransition = func(tr Transition) { h.rec.add(tr); also(tr) }
+	} else {
+		opts.OnTransition = h.rec.add
+	}
 	sup, err := New(programs, opts)
 	if err != nil {
 		t.Fatalf("New: %v", err)

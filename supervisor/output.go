@@ -2,10 +2,12 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 )
 
@@ -22,11 +24,42 @@ func (l *lockedWriter) writeLine(b []byte) {
 	_, _ = l.w.Write(b)
 }
 
+// lastLine keeps the last non-empty line a process wrote on one stream: the
+// reason a failed start shows in its status ("nginx: [emerg] still could
+// not bind()").
+type lastLine struct {
+	mu   sync.Mutex
+	line string
+}
+
+// maxLastLine bounds what a status note quotes of a line.
+const maxLastLine = 240
+
+func (l *lastLine) set(b []byte) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 {
+		return
+	}
+	if len(b) > maxLastLine {
+		b = b[:maxLastLine]
+	}
+	l.mu.Lock()
+	l.line = strings.ToValidUTF8(string(b), "?")
+	l.mu.Unlock()
+}
+
+func (l *lastLine) get() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.line
+}
+
 // copyLines reads r line by line and writes each line, prefixed with
-// prefix, to out and (when not nil) to file. Over-long lines are cut into
-// 64 KiB pieces. It returns at EOF: when every process holding the pipe's
-// write end (the program and anything it left behind) has closed it.
-func copyLines(r io.Reader, prefix string, out *lockedWriter, file *rotatingFile) {
+// prefix, to out and (when not nil) to file, and keeps it in last. Over-long
+// lines are cut into 64 KiB pieces. It returns at EOF: when every process
+// holding the pipe's write end (the program and anything it left behind)
+// has closed it.
+func copyLines(r io.Reader, prefix string, out *lockedWriter, file *rotatingFile, last *lastLine) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
 		line, err := br.ReadSlice('\n')
@@ -37,6 +70,7 @@ func copyLines(r io.Reader, prefix string, out *lockedWriter, file *rotatingFile
 				buf = append(buf, '\n')
 			}
 			out.writeLine(buf)
+			last.set(line)
 			if file != nil {
 				file.writeLine(buf[len(prefix):])
 			}

@@ -27,8 +27,9 @@ type program struct {
 
 	// Owned by loop.
 	proc             *process
-	wantUp           bool // start, restart after exits, retry
-	waiting          bool // wants to start once dependencies and gates are ready
+	left             *leftovers // the exited process's group, being ended
+	wantUp           bool       // start, restart after exits, retry
+	waiting          bool       // wants to start once dependencies and gates are ready
 	restartAfterStop bool
 	failures         int // failed starts in a row
 	started          bool
@@ -50,7 +51,24 @@ const (
 	timerStartSecs
 	timerBackoff
 	timerStopWait
+	timerKillWait
 )
+
+// killWait is how long the processes left in a group get to die after
+// SIGKILL before the supervisor gives up on them and goes on.
+const killWait = time.Second
+
+// leftovers is the process group of a main process that exited with
+// members still alive. The program stays STOPPING, with no pid, until they
+// are gone; then the exit is handled as it would have been at once.
+type leftovers struct {
+	pgid   int
+	from   State // the state the exit came in; a stop or start request makes it Stopping
+	code   int
+	killed bool
+	done   chan error // the group is empty (nil) or the wait was cancelled
+	cancel context.CancelFunc
+}
 
 type reqKind int
 
@@ -119,6 +137,8 @@ func (p *program) loop(ctx context.Context) {
 			p.onExit(ev)
 		case <-p.timerC:
 			p.onTimer()
+		case <-p.leftDone():
+			p.leftoversGone()
 		case <-readyC:
 		}
 	}
@@ -146,6 +166,9 @@ func (p *program) onStartRequest() error {
 		return fmt.Errorf("start %s: %w", p.spec.Name, ErrAlreadyStarted)
 	case Stopping:
 		p.restartAfterStop = true
+		if p.left != nil {
+			p.wantUp, p.left.from = true, Stopping
+		}
 		return nil
 	case Backoff:
 		p.cancelTimer()
@@ -159,6 +182,9 @@ func (p *program) onStartRequest() error {
 
 func (p *program) onStopRequest() {
 	p.wantUp, p.waiting, p.restartAfterStop = false, false, false
+	if p.left != nil {
+		p.left.from = Stopping
+	}
 	switch p.pub.State {
 	case Starting, Running:
 		p.sendStop()
@@ -231,11 +257,11 @@ func (p *program) failedStart() {
 	p.failures++
 	if p.failures > p.spec.StartRetries {
 		p.wantUp = false
-		p.setState(Fatal, fmt.Sprintf("gave up after %d failed starts", p.failures))
+		p.setState(Fatal, fmt.Sprintf("gave up after %d failed starts", p.failures)+p.lastWords())
 		return
 	}
 	delay := backoffDelay(p.failures, p.spec.BackoffMin, p.spec.BackoffMax, p.sup.rand)
-	p.setState(Backoff, fmt.Sprintf("retry %d/%d in %s", p.failures, p.spec.StartRetries, delay.Round(time.Millisecond)))
+	p.setState(Backoff, fmt.Sprintf("retry %d/%d in %s", p.failures, p.spec.StartRetries, delay.Round(time.Millisecond))+p.lastWords())
 	p.startTimer(delay, timerBackoff)
 }
 
@@ -243,6 +269,17 @@ func (p *program) onTimer() {
 	kind := p.timerKind
 	p.timerC, p.stopTimer, p.timerKind = nil, nil, timerNone
 	switch {
+	case kind == timerStopWait && p.left != nil:
+		p.log.Warn("processes left in its group did not stop in time, sending SIGKILL", "pgid", p.left.pgid, "stopwait", p.spec.StopWait)
+		if err := signalGroup(p.left.pgid, syscall.SIGKILL, true); err != nil {
+			p.log.Error("kill", "err", err)
+		}
+		p.left.killed = true
+		p.setNote(fmt.Sprintf("killed what was left of process group %d after stopwaitsecs", p.left.pgid))
+		p.startTimer(killWait, timerKillWait)
+	case kind == timerKillWait && p.left != nil:
+		p.log.Error("processes left in its group survived SIGKILL; going on without them", "pgid", p.left.pgid, "pids", groupMembers(p.left.pgid))
+		p.leftoversGone()
 	case kind == timerStartSecs && p.pub.State == Starting:
 		p.failures = 0
 		p.setState(Running, "")
@@ -264,9 +301,70 @@ func (p *program) onExit(ev exitEvent) {
 	p.proc = nil
 	p.cancelTimer()
 	code, sig := exitOf(ev.err)
-	p.setExit(&Exit{Code: code, Signal: sig, At: ev.at})
+	p.setExit(&Exit{Code: code, Signal: sig, Output: ev.proc.lastWords(), At: ev.at})
 	p.log.Info("exited", "exit", p.pub.LastExit.String(), "state", p.pub.State)
-	switch p.pub.State {
+	if p.endLeftovers(ev.proc.pid, code) {
+		return
+	}
+	p.afterExit(p.pub.State, code)
+}
+
+// endLeftovers ends what is left of the exited process's group before the
+// exit is acted on: the stop signal (unless the group was sent it already),
+// SIGKILL after stopwaitsecs. The program shows STOPPING with no pid
+// meanwhile, so nothing signals a main process that is gone. It says whether
+// there was anything left; an empty group (the common case) costs one
+// kill(-pgid, 0).
+func (p *program) endLeftovers(pgid int, code int) bool {
+	if !groupExists(pgid) {
+		return false
+	}
+	from := p.pub.State
+	if from != Stopping { // signalled first: reading /proc for the members can wait
+		if err := signalGroup(pgid, p.spec.StopSignal, true); err != nil {
+			p.log.Error("stop leftovers", "err", err)
+		}
+	}
+	members := groupMembers(pgid)
+	if len(members) == 0 {
+		return false // zombies only, waiting for their new parent
+	}
+	p.log.Warn("main process exited, leaving processes in its group; ending them before anything else",
+		"pgid", pgid, "pids", members, "signal", signalName(p.spec.StopSignal), "stopwait", p.spec.StopWait)
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &leftovers{pgid: pgid, from: from, code: code, done: make(chan error, 1), cancel: cancel}
+	go func() { l.done <- waitGroupGone(ctx, pgid) }()
+	p.left = l
+	p.mu.Lock()
+	p.pub.PID, p.pub.Since = 0, time.Time{}
+	p.mu.Unlock()
+	p.setState(Stopping, fmt.Sprintf("ending %d processes left in process group %d (%s, SIGKILL after %s)",
+		len(members), pgid, signalName(p.spec.StopSignal), p.spec.StopWait))
+	p.startTimer(p.spec.StopWait, timerStopWait)
+	return true
+}
+
+func (p *program) leftDone() <-chan error {
+	if p.left == nil {
+		return nil
+	}
+	return p.left.done
+}
+
+// leftoversGone acts on the exit that endLeftovers held back.
+func (p *program) leftoversGone() {
+	l := p.left
+	p.left = nil
+	l.cancel()
+	p.cancelTimer()
+	p.log.Info("process group ended", "pgid", l.pgid, "killed", l.killed)
+	p.afterExit(l.from, l.code)
+}
+
+// afterExit acts on an exit that came in state from, once the process's
+// group is gone.
+func (p *program) afterExit(from State, code int) {
+	switch from {
 	case Stopping:
 		p.setState(Stopped, "")
 		if p.restartAfterStop {
@@ -301,6 +399,11 @@ func (p *program) sendStop() {
 // program already, so this only matters if something went wrong.
 func (p *program) abandon() {
 	p.cancelTimer()
+	if p.left != nil {
+		p.left.cancel()
+		_ = signalGroup(p.left.pgid, syscall.SIGKILL, true)
+		p.left = nil
+	}
 	if p.proc == nil {
 		return
 	}
@@ -387,6 +490,16 @@ func (p *program) setNote(note string) {
 	if changed {
 		p.sup.changes.notify()
 	}
+}
+
+// lastWords is ": " and the last line the last process wrote, if any.
+func (p *program) lastWords() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.pub.LastExit == nil || p.pub.LastExit.Output == "" {
+		return ""
+	}
+	return ": " + p.pub.LastExit.Output
 }
 
 func (p *program) setExit(e *Exit) {

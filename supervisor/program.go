@@ -201,8 +201,11 @@ type Exit struct {
 	// Signal is the signal that killed it ("" when it exited).
 	Signal string `json:"signal,omitempty"`
 	// Err is why it could not be started (the process never ran).
-	Err string    `json:"error,omitempty"`
-	At  time.Time `json:"at"`
+	Err string `json:"error,omitempty"`
+	// Output is the last line the process wrote on stderr (on stdout if
+	// none), cut at 240 bytes: usually why it failed.
+	Output string    `json:"output,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 func (e Exit) String() string {

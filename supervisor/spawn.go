@@ -18,6 +18,17 @@ type process struct {
 	pid int
 	// output is closed once both output pipes reached EOF.
 	output chan struct{}
+	// lastOut and lastErr are the last lines it wrote on each stream.
+	lastOut, lastErr *lastLine
+}
+
+// lastWords is the last line the process wrote on stderr, or else on
+// stdout: where programs say why they fail.
+func (pr *process) lastWords() string {
+	if s := pr.lastErr.get(); s != "" {
+		return s
+	}
+	return pr.lastOut.get()
 }
 
 // outputDrainBound is how long an exit waits for the process's last output
@@ -27,8 +38,18 @@ const outputDrainBound = 100 * time.Millisecond
 
 // wait waits for the process to exit, then (bounded) for its last output
 // lines, so a crashing program's last words are logged before its exit is.
+// When its process group outlives it, whatever is left holds the pipes and
+// the exit is reported at once: the leftovers must be ended without delay.
 func (pr *process) wait() error {
 	err := pr.cmd.Wait()
+	select {
+	case <-pr.output:
+		return err
+	default:
+	}
+	if groupExists(pr.pid) {
+		return err
+	}
 	t := time.NewTimer(outputDrainBound)
 	defer t.Stop()
 	select {
@@ -78,11 +99,12 @@ func spawn(p *Program, out, errOut *lockedWriter, logFile *rotatingFile) (*proce
 	}
 	prefix := p.Name + " | "
 	var copying sync.WaitGroup
-	copying.Go(func() { copyLines(outR, prefix, out, logFile); outR.Close() })
-	copying.Go(func() { copyLines(errR, prefix, errOut, logFile); errR.Close() })
+	lastOut, lastErr := &lastLine{}, &lastLine{}
+	copying.Go(func() { copyLines(outR, prefix, out, logFile, lastOut); outR.Close() })
+	copying.Go(func() { copyLines(errR, prefix, errOut, logFile, lastErr); errR.Close() })
 	output := make(chan struct{})
 	go func() { copying.Wait(); close(output) }()
-	return &process{cmd: cmd, pid: cmd.Process.Pid, output: output}, nil
+	return &process{cmd: cmd, pid: cmd.Process.Pid, output: output, lastOut: lastOut, lastErr: lastErr}, nil
 }
 
 // credential looks up a user name or numeric uid.

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/loadgen"
+	"github.com/lbctl/lbctl/supervisor"
+	"github.com/lbctl/lbctl/supervisor/control"
+)
+
+// liveGroup is the live (not zombie) processes of process group pgid.
+func liveGroup(t *testing.T, pgid int) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		f := bytes.Fields(data[bytes.LastIndexByte(data, ')')+1:])
+		if len(f) >= 3 && f[0][0] != 'Z' && string(f[2]) == strconv.Itoa(pgid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func nginxStatus(t *testing.T, socket string) supervisor.Status {
+	t.Helper()
+	reply, err := control.NewClient(socket).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range reply.Programs {
+		if p.Name == "nginx" {
+			return p
+		}
+	}
+	t.Fatalf("no nginx in %+v", reply.Programs)
+	return supervisor.Status{}
+}
+
+// probe is one call on a fresh connection: sent at start, answered (ok) or failed at at.
+type probe struct {
+	start, at time.Time
+	ok        bool
+}
+
+// Under load, the nginx master lbctl run supervises is killed with SIGKILL.
+// Its workers, orphaned, would keep serving the old config on the inherited
+// listening socket and make every new master fail to bind. lbctl ends them
+// (QUIT) before it starts the new master, which then serves, follows Consul
+// again, and is reported RUNNING only once it has stayed up.
+func TestRunKilledNginxMasterLeavesNoOrphansAndFollowsConsulAgain(t *testing.T) {
+	c := testrig.StartConsul(t)
+	a := testrig.StartGreeter(t, "alpha", "v1")
+	b := testrig.StartGreeter(t, "beta", "v1")
+	c.Register(a.Registration("greeter"))
+	n := testrig.NewNginx(t)
+	conf, err := os.ReadFile(n.MainConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two workers, as on a 2-CPU machine with worker_processes auto.
+	if err := os.WriteFile(n.MainConf, bytes.Replace(conf, []byte("worker_processes 1;"), []byte("worker_processes 2;"), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lb := testrig.LoopbackAddr(testrig.FreePort(t))
+	src := lbRunConfig(c, n, lb)
+	src = src[:strings.Index(src, "register:")]
+	cfg, socket := supervisedConfig(t, src)
+	cancel, result := startRun(t, cfg, socket)
+	testrig.ExpectInstance(t, lb, "alpha", 10*time.Second)
+	var master supervisor.Status
+	testrig.WaitFor(t, 20*time.Second, "nginx RUNNING", func() error {
+		if master = nginxStatus(t, socket); master.State != supervisor.Running {
+			return fmt.Errorf("nginx %s (%s)", master.State, master.Note)
+		}
+		return nil
+	})
+	var workers []int
+	testrig.WaitFor(t, 10*time.Second, "two workers", func() error {
+		workers = workers[:0]
+		for _, pid := range liveGroup(t, master.PID) {
+			if pid != master.PID {
+				workers = append(workers, pid)
+			}
+		}
+		if len(workers) != 2 {
+			return fmt.Errorf("workers %v", workers)
+		}
+		return nil
+	})
+
+	gen, err := loadgen.New(loadgen.Options{Target: lb, Clients: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	loadDone := make(chan loadgen.Report, 1)
+	go func() { r, _ := gen.Run(loadCtx); loadDone <- r }()
+	t.Cleanup(stopLoad)
+	testrig.WaitFor(t, 10*time.Second, "load flowing", func() error {
+		if r := gen.Snapshot(); r.Calls < 200 {
+			return fmt.Errorf("%d calls", r.Calls)
+		}
+		return nil
+	})
+	before := gen.Snapshot()
+
+	killed := time.Now()
+	if err := syscall.Kill(master.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Fresh connections, back to back, until one is answered by the new master.
+	var probes []probe
+	var restarted supervisor.Status
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		start := time.Now()
+		_, err := testrig.CallInstance(context.Background(), lb)
+		probes = append(probes, probe{start: start, at: time.Now(), ok: err == nil})
+		if err == nil {
+			if restarted = nginxStatus(t, socket); restarted.PID != 0 && restarted.PID != master.PID {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nginx not serving again 20s after its master was killed: %+v\n%s", nginxStatus(t, socket), n.ErrorLogText())
+		}
+	}
+	if left := liveGroup(t, master.PID); len(left) > 0 {
+		t.Fatalf("orphaned workers %v (of %v) alive after the new master %d started", left, workers, restarted.PID)
+	}
+	last := probes[len(probes)-1]
+	var outage time.Duration
+	var failedProbes int
+	for i, p := range probes {
+		if !p.ok && (i == 0 || probes[i-1].ok) {
+			for _, q := range probes[i:] {
+				if q.ok {
+					outage = max(outage, q.at.Sub(p.at))
+					break
+				}
+			}
+		}
+		if !p.ok {
+			failedProbes++
+		}
+	}
+
+	changed := time.Now()
+	c.Register(b.Registration("greeter"))
+	c.Deregister("greeter-alpha")
+	testrig.ExpectOnly(t, lb, "beta", 10, 10*time.Second)
+	changeServed := time.Since(changed)
+	stopLoad()
+	after := <-loadDone
+
+	testrig.WaitFor(t, 20*time.Second, "nginx RUNNING again", func() error {
+		if st := nginxStatus(t, socket); st.State != supervisor.Running {
+			return fmt.Errorf("nginx %s (%s)", st.State, st.Note)
+		}
+		return nil
+	})
+	st := nginxStatus(t, socket)
+	if st.Restarts != 1 || st.LastExit == nil || st.LastExit.Signal != "KILL" {
+		t.Errorf("nginx status %+v, want RUNNING after 1 restart, last exit signal KILL", st)
+	}
+	t.Logf("master %d (workers %v) killed; new master %d started %.1f ms after the kill, old workers gone by then",
+		master.PID, workers, restarted.PID, restarted.Since.Sub(killed).Seconds()*1000)
+	t.Logf("serving again: a call on a fresh connection, sent %.1f ms after the kill, answered by the new master %.1f ms after it; %d of %d such calls failed, longest outage %.1f ms",
+		last.start.Sub(killed).Seconds()*1000, last.at.Sub(killed).Seconds()*1000, failedProbes, len(probes), outage.Seconds()*1000)
+	t.Logf("load: %d calls, %d failed (%d calls, %d failed before the kill); errors %v",
+		after.Calls, after.Failures, before.Calls, before.Failures, after.Errors)
+	t.Logf("change registered after the restart served %.1f ms later", changeServed.Seconds()*1000)
+
+	cancel()
+	if err := waitResult(t, result); err != nil {
+		t.Fatalf("lbctl run: %v", err)
+	}
+}

@@ -1,0 +1,116 @@
+package supervisor
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// aliveAtRestart starts a harness whose OnTransition records, at the moment
+// the program is RUNNING again with a new process, whether the process in
+// *child was still alive.
+func aliveAtRestart(t *testing.T, p Program) (h *harness, child *atomic.Int64, atRestart *atomic.Int32) {
+	child, atRestart = &atomic.Int64{}, &atomic.Int32{}
+	atRestart.Store(-1)
+	opts := Options{OnTransition: func(tr Transition) {
+		if c := child.Load(); c != 0 && tr.To == Running {
+			if alive(int(c)) {
+				atRestart.Store(1)
+			} else {
+				atRestart.Store(0)
+			}
+		}
+	}}
+	return startWith(t, opts, p), child, atRestart
+}
+
+// crashAndRestart waits for parent to be RUNNING and to print ready, kills
+// its main process with SIGKILL and waits for the restart: the child it
+// printed must be gone by then.
+func crashAndRestart(t *testing.T, h *harness, child *atomic.Int64, atRestart *atomic.Int32, ready string) {
+	t.Helper()
+	first := h.waitState("parent", Running).PID
+	h.waitOutput(ready)
+	child.Store(int64(childPID(t, h.out.String(), "parent | child ")))
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUntil("restart", func() bool { return atRestart.Load() >= 0 })
+	if atRestart.Load() != 0 {
+		t.Fatalf("child %d still alive when the program was restarted", child.Load())
+	}
+}
+
+// A main process killed with SIGKILL leaves a child in its process group
+// (as a nginx master leaves its workers): the child gets the stop signal and
+// is gone before the program runs again.
+func TestLeftoversOfACrashAreEndedBeforeTheRestart(t *testing.T) {
+	h, child, atRestart := aliveAtRestart(t, prog("parent", `sleep 100 & echo child $!; wait`))
+	crashAndRestart(t, h, child, atRestart, "parent | child ")
+	if st, _ := h.sup.StatusOf("parent"); st.Restarts != 1 || st.LastExit == nil || st.LastExit.Signal != "KILL" {
+		t.Errorf("status %+v, want 1 restart after signal KILL", st)
+	}
+}
+
+// A leftover that ignores the stop signal is killed after stopwaitsecs, and
+// only then is the program started again.
+func TestLeftoversIgnoringTheStopSignalAreKilled(t *testing.T) {
+	p := prog("parent", `sh -c "trap '' TERM; echo ready; exec sleep 100" & echo child $!; wait`)
+	p.StopWait = 200 * time.Millisecond
+	h, child, atRestart := aliveAtRestart(t, p)
+	crashAndRestart(t, h, child, atRestart, "parent | ready")
+	var stopping *Transition
+	for _, tr := range h.rec.all() {
+		if tr.Program == "parent" && tr.To == Stopping {
+			stopping = &tr
+		}
+	}
+	if stopping == nil || stopping.PID != 0 {
+		t.Errorf("transitions %+v: want STOPPING with no pid while the group is ended", h.rec.all())
+	}
+}
+
+// Asked to stop while its leftovers are being ended, the program ends up
+// STOPPED, not restarted.
+func TestStopWhileEndingLeftoversStops(t *testing.T) {
+	p := prog("parent", `sh -c "trap '' TERM; echo ready; exec sleep 100" & echo child $!; wait`)
+	p.StopWait = 300 * time.Millisecond
+	h := start(t, p)
+	first := h.waitState("parent", Running).PID
+	h.waitOutput("parent | ready")
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st := h.waitState("parent", Stopping)
+	if st.PID != 0 || !strings.Contains(st.Note, "left in process group") {
+		t.Errorf("while ending leftovers: %+v, want no pid and a note saying so", st)
+	}
+	if err := h.sup.Stop(context.Background(), "parent"); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := h.sup.StatusOf("parent"); st.State != Stopped || st.Restarts != 0 {
+		t.Errorf("after stop: %+v, want STOPPED, never restarted", st)
+	}
+}
+
+// A failed start says why: the last line the process wrote is in the
+// BACKOFF and FATAL notes and in the last exit.
+func TestFailedStartShowsTheLastOutputLine(t *testing.T) {
+	p := prog("binder", `echo starting; echo "[emerg] still could not bind()" >&2; exit 1`)
+	p.StartSecs = time.Second
+	p.StartRetries = 1
+	h := start(t, p)
+	backoff := h.waitState("binder", Backoff)
+	st := h.waitState("binder", Fatal)
+	for _, note := range []string{backoff.Note, st.Note} {
+		if !strings.HasSuffix(note, ": [emerg] still could not bind()") {
+			t.Errorf("note %q, want the last output line at its end", note)
+		}
+	}
+	if st.LastExit == nil || st.LastExit.Output != "[emerg] still could not bind()" {
+		t.Errorf("last exit %+v, want its output", st.LastExit)
+	}
+}
