@@ -158,9 +158,9 @@ func agentConfig(g *globalOptions, fileRequired bool, env func(string) (string, 
 	opts := config.Options{Env: withConsulPort(env), ConsulFlags: g.consul}
 	cfg, err := config.Load(g.configPath, opts)
 	if errors.Is(err, fs.ErrNotExist) && !fileRequired {
-		return config.Parse("(no config file)", nil, opts)
+		cfg, err = config.Parse("(no config file)", nil, opts)
 	}
-	return cfg, err
+	return cfg, configError(err)
 }
 
 func withConsulPort(env func(string) (string, bool)) func(string) (string, bool) {

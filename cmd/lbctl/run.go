@@ -20,9 +20,6 @@ import (
 	"github.com/lbctl/lbctl/supervisor/reaper"
 )
 
-// exitConfig is the exit code for a config lbctl cannot run with (sysexits' EX_CONFIG).
-const exitConfig = 78
-
 // runOptions is everything runLB needs; the command fills it from flags
 // and config, tests fill it by hand.
 type runOptions struct {
@@ -54,8 +51,8 @@ re-reads the programs from the config: added ones start, removed ones stop,
 changed ones restart, unchanged ones keep running. As PID 1 it splits into a
 small init that reaps zombies and forwards signals, and the worker.
 
-Exit codes: 0 clean stop, 1 an essential program failed (or another runtime
-error), 78 the config is invalid.`,
+Exit codes (see lbctl --help): 0 clean stop, 1 an essential program failed
+(or another runtime error), 78 the config is invalid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
@@ -81,16 +78,16 @@ error), 78 the config is invalid.`,
 func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
-		return nil, &exitError{code: exitConfig, err: err}
+		return nil, configError(err)
 	}
 	programs, err := loadPrograms(cfg, log)
 	if err != nil {
-		return nil, &exitError{code: exitConfig, err: err}
+		return nil, configError(err)
 	}
 	reg := metrics.NewRegistry()
 	sup, err := supervisor.New(programs, supervisor.Options{Logger: log, Registerer: reg, Stdout: g.stdout, Stderr: g.stderr})
 	if err != nil {
-		return nil, &exitError{code: exitConfig, err: err}
+		return nil, configError(err)
 	}
 	o := &runOptions{
 		cfg:      cfg,
@@ -106,7 +103,7 @@ func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 		},
 	}
 	if err := o.addLoadBalancer(); err != nil {
-		return nil, &exitError{code: exitConfig, err: err}
+		return nil, configError(err)
 	}
 	return o, nil
 }
@@ -133,7 +130,7 @@ func loadPrograms(cfg *config.Config, log *slog.Logger) ([]supervisor.Program, e
 func runLB(ctx context.Context, o *runOptions) error {
 	setGCPercent()
 	if err := checkGates(o.programsGates(), o.openGates); err != nil {
-		return &exitError{code: exitConfig, err: err}
+		return configError(err)
 	}
 	sock, err := control.Listen(o.cfg.Control.Socket, os.FileMode(o.cfg.Control.Mode))
 	if err != nil {
@@ -169,10 +166,6 @@ func runLB(ctx context.Context, o *runOptions) error {
 		if serr := <-errc; serr != nil {
 			o.log.Error("server", "err", serr)
 		}
-	}
-	var essential *supervisor.EssentialError
-	if errors.As(err, &essential) {
-		return &exitError{code: 1, err: err}
 	}
 	return err
 }
