@@ -163,10 +163,12 @@ func agentConfig(g *globalOptions, fileRequired bool, env func(string) (string, 
 	return cfg, configError(err)
 }
 
+// withConsulPort makes CONSUL_PORT stand in for CONSUL_HTTP_ADDR when that
+// is unset or empty: like Consul's own client, an empty variable counts as unset.
 func withConsulPort(env func(string) (string, bool)) func(string) (string, bool) {
 	return func(key string) (string, bool) {
 		v, ok := env(key)
-		if key != "CONSUL_HTTP_ADDR" || ok {
+		if key != "CONSUL_HTTP_ADDR" || v != "" {
 			return v, ok
 		}
 		if port, ok := env("CONSUL_PORT"); ok && port != "" {
