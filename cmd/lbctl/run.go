@@ -59,11 +59,8 @@ Exit codes (see lbctl --help): 0 clean stop, 1 an essential program failed
 			if err != nil {
 				return err
 			}
-			if reaper.ShouldInit() {
-				if code := reaper.RunInit(log); code != 0 {
-					return &exitError{code: code}
-				}
-				return nil
+			if isInit, err := initIfPID1(log); isInit {
+				return err
 			}
 			opts, err := newRunOptions(g, log)
 			if err != nil {
@@ -72,6 +69,21 @@ Exit codes (see lbctl --help): 0 clean stop, 1 an essential program failed
 			return runLB(cmd.Context(), opts)
 		},
 	}
+}
+
+// initIfPID1 gives lbctl as a container's PID 1 (lbctl run, lbctl register
+// -- app) its duties: it splits into a small init that reaps every orphan
+// and forwards signals, and the worker, this binary again, which does the
+// command's work (package reaper). It reports whether this process is that
+// init, and then how it ended: the worker's exit code.
+func initIfPID1(log *slog.Logger) (isInit bool, err error) {
+	if !reaper.ShouldInit() {
+		return false, nil
+	}
+	if code := reaper.RunInit(log); code != 0 {
+		return true, &exitError{code: code}
+	}
+	return true, nil
 }
 
 // newRunOptions loads the config and builds the supervisor for it.
