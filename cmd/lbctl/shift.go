@@ -30,6 +30,7 @@ type shiftOptions struct {
 	abort        bool
 	stdout       io.Writer
 	terminal     bool
+	width        func() int // the terminal's columns, when terminal
 }
 
 func newShiftCmd(g *globalOptions) *cobra.Command {
@@ -57,6 +58,9 @@ Exit codes (see lbctl --help): 0 done, 2 bad usage or steps, 3 rolled back,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.stdout = cmd.OutOrStdout()
 			o.terminal = isTerminal(o.stdout)
+			if o.terminal {
+				o.width = watchWidth(cmd.Context(), int(o.stdout.(*os.File).Fd()))
+			}
 			if o.abort {
 				return runShiftAbort(cmd.Context(), o, args[0])
 			}
@@ -98,7 +102,7 @@ func runShift(ctx context.Context, o *shiftOptions, service string) error {
 	if warning := followWarning(cfg, service); warning != "" {
 		fmt.Fprintln(o.errOut(), "lbctl: warning:", warning)
 	}
-	p := &progress{w: o.stdout, terminal: o.terminal, steps: len(plan.Steps)}
+	p := &progress{w: o.stdout, terminal: o.terminal, steps: len(plan.Steps), width: o.width}
 	final, err := shift.Shift(ctx, client, plan, shift.Options{
 		MaxErrorRate: o.maxErrorRate, MinCalls: o.minCalls, OnEvent: p.event,
 	})
