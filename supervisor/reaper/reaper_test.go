@@ -134,38 +134,7 @@ func TestPID1ReapsOrphansAndStopsCleanly(t *testing.T) {
 		return nil
 	})
 
-	// The orphans were reparented to lbctl's init; the short-lived ones
-	// must be reaped, leaving the worker and the one long-lived sleep.
-	var orphan int
-	testrig.WaitFor(t, 10*time.Second, "zombies reaped", func() error {
-		orphan = 0
-		var worker bool
-		for _, c := range children(init) {
-			switch {
-			case c.state == "Z":
-				return fmt.Errorf("zombie %d (%s) under PID 1", c.pid, c.comm)
-			case c.comm == "lbctl":
-				worker = true
-			case c.comm == "sleep":
-				orphan = c.pid
-			}
-		}
-		if !worker || orphan == 0 {
-			return fmt.Errorf("want the worker and the orphaned sleep under PID 1, have %+v", children(init))
-		}
-		return nil
-	})
-
-	// Kill the orphan: PID 1 must reap it, so it vanishes from /proc.
-	if err := syscall.Kill(orphan, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	testrig.WaitFor(t, 10*time.Second, "orphan reaped", func() error {
-		if p, ok := readProc(orphan); ok && p.ppid == init {
-			return fmt.Errorf("orphan %d still there, state %s", orphan, p.state)
-		}
-		return nil
-	})
+	expectOrphansReaped(t, init)
 
 	// SIGHUP to PID 1 reaches the worker, which adds the new program and
 	// forwards it the signal it asks for.
@@ -208,34 +177,7 @@ func TestPID1RegisterWithAnAppReapsOrphans(t *testing.T) {
 		"--drain-timeout", "1s", "--stop-wait", "1s", "--",
 		"sh", "-c", `for i in 1 2 3 4 5; do (sh -c "exit 0" &); done; (exec sleep 1000 &); echo spawned; exec sleep 1000`)
 	waitOutput(t, out, "spawned")
-	var orphan int
-	testrig.WaitFor(t, 10*time.Second, "zombies reaped", func() error {
-		orphan = 0
-		var worker bool
-		for _, c := range children(init) {
-			switch {
-			case c.state == "Z":
-				return fmt.Errorf("zombie %d (%s) under PID 1", c.pid, c.comm)
-			case c.comm == "lbctl":
-				worker = true
-			case c.comm == "sleep":
-				orphan = c.pid
-			}
-		}
-		if !worker || orphan == 0 {
-			return fmt.Errorf("want the worker and the orphaned sleep under PID 1, have %+v", children(init))
-		}
-		return nil
-	})
-	if err := syscall.Kill(orphan, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	testrig.WaitFor(t, 10*time.Second, "orphan reaped", func() error {
-		if p, ok := readProc(orphan); ok && p.ppid == init {
-			return fmt.Errorf("orphan %d still there, state %s", orphan, p.state)
-		}
-		return nil
-	})
+	expectOrphansReaped(t, init)
 	// docker stop: SIGTERM to PID 1 reaches the worker, which stops the app.
 	if err := syscall.Kill(init, syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -264,6 +206,43 @@ func TestPID1PassesOnEssentialFailure(t *testing.T) {
 	if !strings.Contains(out.String(), "essential program doomed is FATAL") {
 		t.Errorf("output lacks the reason:\n%s", out.String())
 	}
+}
+
+// expectOrphansReaped: the orphans reparented to lbctl's init, the
+// short-lived ones, are reaped, leaving the worker and one long-lived sleep;
+// killed, that sleep is reaped too.
+func expectOrphansReaped(t *testing.T, init int) {
+	t.Helper()
+	var orphan int
+	testrig.WaitFor(t, 10*time.Second, "zombies reaped", func() error {
+		orphan = 0
+		var worker bool
+		for _, c := range children(init) {
+			switch {
+			case c.state == "Z":
+				return fmt.Errorf("zombie %d (%s) under PID 1", c.pid, c.comm)
+			case c.comm == "lbctl":
+				worker = true
+			case c.comm == "sleep":
+				orphan = c.pid
+			}
+		}
+		if !worker || orphan == 0 {
+			return fmt.Errorf("want the worker and the orphaned sleep under PID 1, have %+v", children(init))
+		}
+		return nil
+	})
+
+	// Kill the orphan: PID 1 must reap it, so it vanishes from /proc.
+	if err := syscall.Kill(orphan, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testrig.WaitFor(t, 10*time.Second, "orphan reaped", func() error {
+		if p, ok := readProc(orphan); ok && p.ppid == init {
+			return fmt.Errorf("orphan %d still there, state %s", orphan, p.state)
+		}
+		return nil
+	})
 }
 
 func waitOutput(t *testing.T, out *testrig.LogBuffer, text string) {
