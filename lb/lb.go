@@ -154,12 +154,13 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 	}
 	l.engine, l.rendered = engine, cfg
 	l.reload = reload.New(reload.Options{
-		Nginx:     cfg.Nginx,
-		MasterPID: l.masterPID(),
-		Wait:      cfg.Wait,
-		Metrics:   l.m,
-		Log:       opts.Log,
-		OnApplied: l.onApplied,
+		Nginx:        cfg.Nginx,
+		MasterPID:    l.masterPID(),
+		Wait:         cfg.Wait,
+		Metrics:      l.m,
+		Log:          opts.Log,
+		OnApplied:    l.onApplied,
+		Destinations: l.destinations(),
 	})
 	if opts.RenderOnly {
 		return l, nil

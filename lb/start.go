@@ -70,6 +70,17 @@ func (l *LB) firstRender(ctx context.Context) (reload.Result, error) {
 
 // lastConfigOnDisk reports whether every destination already has a file.
 func (l *LB) lastConfigOnDisk() bool {
+	paths := l.destinations()
+	for _, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			return false
+		}
+	}
+	return len(paths) > 0
+}
+
+// destinations are the files the render writes.
+func (l *LB) destinations() []string {
 	paths := []string{}
 	if len(l.cfg.Services) > 0 {
 		paths = append(paths, l.cfg.Nginx.ServicesConf)
@@ -77,10 +88,5 @@ func (l *LB) lastConfigOnDisk() bool {
 	for _, t := range l.cfg.Templates {
 		paths = append(paths, t.Destination)
 	}
-	for _, p := range paths {
-		if _, err := os.Stat(p); err != nil {
-			return false
-		}
-	}
-	return len(paths) > 0
+	return paths
 }

@@ -10,11 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/atomicfile"
 	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/render"
 )
@@ -57,6 +59,11 @@ type Options struct {
 	// lbctl sends them that SIGQUIT itself as soon as the new workers are up
 	// (see reloadAndConfirm).
 	WaitForMaster bool
+	// Destinations are the files updates write. Before the first Run or
+	// Apply, the hidden temp files a killed lbctl left next to them (and next
+	// to Nginx.Config) are removed; only lbctl's own names are touched
+	// (atomicfile.RemoveStale).
+	Destinations []string
 }
 
 // Controller applies renders to nginx, one at a time.
@@ -69,6 +76,7 @@ type Controller struct {
 	gens     *generations
 
 	mu      sync.Mutex // serializes Apply
+	cleanup sync.Once  // removeStaleTemps, before anything is staged
 	healthy atomic.Pointer[error]
 }
 
@@ -135,12 +143,27 @@ type Result struct {
 // wraps ErrRefused (the nginx master refused a config nginx -t passed; the
 // live files are restored), or says what failed.
 func (c *Controller) Apply(ctx context.Context, u render.Update) (Result, error) {
+	c.cleanup.Do(c.removeStaleTemps)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	res, err := c.apply(ctx, u)
 	c.m.Reloads.WithLabelValues(string(res.Outcome)).Inc()
 	c.record(u, res, err)
 	return res, err
+}
+
+// removeStaleTemps removes the temp files a killed lbctl left next to the
+// destinations and the main config.
+func (c *Controller) removeStaleTemps() {
+	for _, p := range append(slices.Clone(c.opts.Destinations), c.opts.Nginx.Config) {
+		removed, err := atomicfile.RemoveStale(p)
+		if len(removed) > 0 {
+			c.log.Info("removed temp files left by an earlier run", "files", removed)
+		}
+		if err != nil {
+			c.log.Warn("stale temp files", "err", err)
+		}
+	}
 }
 
 func (c *Controller) apply(ctx context.Context, u render.Update) (Result, error) {

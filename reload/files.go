@@ -71,7 +71,7 @@ func stageOne(f render.File) (staged, error) {
 	if perm == 0 {
 		perm = 0o644
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(f.Path), "."+filepath.Base(f.Path)+".lbctl-*")
+	tmp, err := atomicfile.CreateTemp(f.Path, "")
 	if err != nil {
 		return staged{}, fmt.Errorf("stage %s (from %s): %w", f.Path, f.Source, err)
 	}

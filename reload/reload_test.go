@@ -3,7 +3,10 @@ package reload
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +22,36 @@ func TestApplySkipsBytesAlreadyLive(t *testing.T) {
 	res, err := ctl.Apply(context.Background(), update(dest, "# same\n", "builtin"))
 	if err != nil || res.Outcome != Unchanged {
 		t.Fatalf("got %+v, %v; want unchanged", res, err)
+	}
+}
+
+// A killed lbctl leaves its hidden temp files next to the destinations;
+// the first apply removes them, and nothing else.
+func TestFirstApplyRemovesTempFilesLeftByAKilledRun(t *testing.T) {
+	n := testrig.NewNginx(t)
+	dest := n.WriteConf("lbctl.conf", "# same\n")
+	dir := filepath.Dir(dest)
+	stale := []string{filepath.Join(dir, ".lbctl.conf.lbctl-2871163"),
+		filepath.Join(filepath.Dir(n.MainConf), "."+filepath.Base(n.MainConf)+".lbctl-check-99")}
+	keep := []string{filepath.Join(dir, ".lbctl.conf.swp"), filepath.Join(dir, "lbctl.conf.lbctl-1"), filepath.Join(dir, ".notes.lbctl-1")}
+	for _, p := range append(slices.Clone(stale), keep...) {
+		if err := os.WriteFile(p, []byte("half-written"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctl := New(Options{Nginx: nginxConfig(n), Destinations: []string{dest}})
+	if _, err := ctl.Apply(context.Background(), update(dest, "# same\n", "builtin")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range stale {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("stale temp file %s still there (%v)", p, err)
+		}
+	}
+	for _, p := range keep {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s is not lbctl's and must stay: %v", p, err)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ const sweepEvery = 250 * time.Millisecond
 // folded into the next one. Failed applies are logged and counted; the next
 // update is tried as usual. Run returns nil when ctx ends.
 func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) error {
+	c.cleanup.Do(c.removeStaleTemps) // before pre.start stages anything
 	co := &coalescer{min: c.opts.Wait.Min, max: c.opts.Wait.Max, gap: c.opts.Wait.BetweenReloads}
 	defer c.pre.stop()
 	sweep := time.After(sweepEvery)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/lbctl/lbctl/internal/atomicfile"
 	"github.com/lbctl/lbctl/render"
 )
 
@@ -81,7 +82,7 @@ func (v *validator) validate(ctx context.Context, files []render.File) error {
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(v.main), "."+filepath.Base(v.main)+".lbctl-check-*")
+	f, err := atomicfile.CreateTemp(v.main, "check")
 	if err != nil {
 		return fmt.Errorf("validate: %w", err)
 	}

@@ -77,9 +77,10 @@ func TestSplitCommandLikeShlex(t *testing.T) {
 	}
 }
 
-func TestLoadSupervisordINI(t *testing.T) {
-	dir := t.TempDir()
-	ini := `[supervisord]
+// sampleSupervisordINI is a supervisord.conf using most of what lbctl
+// honours (and some it does not), logging into logDir.
+func sampleSupervisordINI(logDir string) string {
+	return `[supervisord]
 nodaemon=true
 
 [program:nginx]
@@ -100,13 +101,24 @@ exitcodes=0,3
 startsecs=0
 startretries=5
 priority=5
-stdout_logfile=` + dir + `/app.log
+stdout_logfile=` + logDir + `/app.log
 stdout_logfile_maxbytes=1MB
 stdout_logfile_backups=3
 
 [eventlistener:crashmail]
 command=crashmail
 `
+}
+
+// Malformed supervisord files (the first made the library panic).
+const (
+	crashingINI = "[program:x]\ncommand=run\nenvironment=A=\n"
+	badINI      = "[program:x]\ncommand=run\nautorestart=sometimes\nstopsignal=NOPE\n"
+)
+
+func TestLoadSupervisordINI(t *testing.T) {
+	dir := t.TempDir()
+	ini := sampleSupervisordINI(dir)
 	path := filepath.Join(dir, "supervisord.conf")
 	if err := os.WriteFile(path, []byte(ini), 0o644); err != nil {
 		t.Fatal(err)
@@ -143,12 +155,12 @@ func TestLoadSupervisordINIErrors(t *testing.T) {
 		t.Error("missing file: no error")
 	}
 	crash := filepath.Join(t.TempDir(), "crash.conf")
-	os.WriteFile(crash, []byte("[program:x]\ncommand=run\nenvironment=A=\n"), 0o644)
+	os.WriteFile(crash, []byte(crashingINI), 0o644)
 	if _, _, err := LoadSupervisordINI(crash); err == nil {
 		t.Error("environment=A=: no error")
 	}
 	path := filepath.Join(t.TempDir(), "bad.conf")
-	os.WriteFile(path, []byte("[program:x]\ncommand=run\nautorestart=sometimes\nstopsignal=NOPE\n"), 0o644)
+	os.WriteFile(path, []byte(badINI), 0o644)
 	_, _, err := LoadSupervisordINI(path)
 	if err == nil || !strings.Contains(err.Error(), "program:x.autorestart") || !strings.Contains(err.Error(), "program:x.stopsignal") {
 		t.Errorf("err = %v, want autorestart and stopsignal errors", err)

@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+
+	"github.com/lbctl/lbctl/shift"
 )
 
 func main() {
@@ -23,7 +26,58 @@ func main() {
 	os.Exit(exitCode(err))
 }
 
-// exitError carries a specific exit code (a supervised app's, say) up to main.
+// Exit codes. Every code lbctl exits with is decided by exitCode, below; the
+// table exitCodes is what `lbctl --help` and README's "Exit codes" list.
+const (
+	exitFailure     = 1   // any other error
+	exitUsage       = 2   // bad flags, arguments or shift steps
+	exitRolledBack  = 3   // shift: a gate failed; traffic is back on --from
+	exitHeld        = 4   // shift: another shift of the service runs
+	exitAborted     = 5   // shift: someone ran lbctl shift --abort
+	exitRefused     = 6   // shift: unknown service, or a tag without healthy instances
+	exitConfig      = 78  // the config is invalid or unreadable (sysexits' EX_CONFIG)
+	exitInterrupted = 130 // shift: Ctrl-C; the last step's split stays
+)
+
+// exitCodes is the documented table, in order.
+var exitCodes = []struct {
+	code    string
+	meaning string
+}{
+	{"0", "success; lbctl run: clean stop after SIGTERM or SIGINT"},
+	{"1", "any other error; lbctl run: an essential program failed"},
+	{"2", "bad usage: unknown command, wrong arguments or flags, bad shift steps"},
+	{"3", "shift: a gate failed and traffic is back on --from"},
+	{"4", "shift: another shift of the service runs"},
+	{"5", "shift: aborted by someone (lbctl shift --abort)"},
+	{"6", "shift: unknown service, or a tag without healthy instances"},
+	{"78", "the config file is invalid or cannot be read (EX_CONFIG)"},
+	{"130", "shift: interrupted (Ctrl-C); the last step's split stays"},
+	{"app's", "lbctl register -- app: the app's own code (128+N if signal N killed it)"},
+}
+
+// exitCodeHelp is exitCodes as plain text, for lbctl --help.
+func exitCodeHelp() string {
+	var b strings.Builder
+	b.WriteString("Exit codes:\n")
+	for _, c := range exitCodes {
+		fmt.Fprintf(&b, "  %-5s  %s\n", c.code, c.meaning)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// sentinelCodes are the exit codes of errors callers branch on.
+var sentinelCodes = []struct {
+	is   error
+	code int
+}{
+	{shift.ErrBadPlan, exitUsage}, {shift.ErrRolledBack, exitRolledBack}, {shift.ErrHeld, exitHeld},
+	{shift.ErrAborted, exitAborted}, {shift.ErrUnknownService, exitRefused}, {shift.ErrNoHealthy, exitRefused},
+	{shift.ErrInterrupted, exitInterrupted},
+}
+
+// exitError carries a specific exit code (a supervised app's, say, or
+// exitUsage from usageErrorf, exitConfig from configError) up to main.
 type exitError struct {
 	code int
 	err  error
@@ -37,8 +91,21 @@ func (e *exitError) Error() string {
 }
 func (e *exitError) Unwrap() error { return e.err }
 
+// usageErrorf is an error in how the command was called.
+func usageErrorf(format string, args ...any) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+}
+
+// configError is a config that cannot be used (nil stays nil).
+func configError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &exitError{code: exitConfig, err: err}
+}
+
 // exitCode is the one place exit codes are decided: 0 on success, the code an
-// exitError carries, 1 for any other error.
+// exitError carries, that of a sentinel error, exitFailure for any other.
 func exitCode(err error) int {
 	if err == nil {
 		return 0
@@ -47,7 +114,12 @@ func exitCode(err error) int {
 	if errors.As(err, &ee) {
 		return ee.code
 	}
-	return 1
+	for _, c := range sentinelCodes {
+		if errors.Is(err, c.is) {
+			return c.code
+		}
+	}
+	return exitFailure
 }
 
 // errorMessage is what main prints for err: nothing for success or for an

@@ -49,7 +49,9 @@ wait for every load balancer to confirm (docs/drain.md), deregister.
 
 With -- COMMAND ARGS..., run the app as a child: register once it accepts TCP
 connections on --port; on SIGTERM drain, then send the app SIGTERM, wait for
-it, deregister and exit with its code.
+it, deregister and exit with its code. As PID 1 (the app image's entrypoint)
+it splits, as lbctl run does, into a small init that reaps orphans and
+forwards signals, and the worker.
 
 Seed-style environment variables are honoured when there is no register:
 section in the config: APP_NAME, APP_PORT, TAGS (comma-separated),
@@ -61,6 +63,15 @@ HEALTH_CHECK_TYPE, HEALTH_CHECK_ENDPOINT, CONSUL_PORT. Flags win over them.`,
 				return err
 			}
 			o.changed = cmd.Flags().Changed
+			if len(app) > 0 { // the app image's entrypoint: PID 1 must reap
+				log, err := o.logger()
+				if err != nil {
+					return err
+				}
+				if isInit, err := initIfPID1(log); isInit {
+					return err
+				}
+			}
 			return runRegister(cmd.Context(), o, app)
 		},
 	}
@@ -158,15 +169,17 @@ func agentConfig(g *globalOptions, fileRequired bool, env func(string) (string, 
 	opts := config.Options{Env: withConsulPort(env), ConsulFlags: g.consul}
 	cfg, err := config.Load(g.configPath, opts)
 	if errors.Is(err, fs.ErrNotExist) && !fileRequired {
-		return config.Parse("(no config file)", nil, opts)
+		cfg, err = config.Parse("(no config file)", nil, opts)
 	}
-	return cfg, err
+	return cfg, configError(err)
 }
 
+// withConsulPort makes CONSUL_PORT stand in for CONSUL_HTTP_ADDR when that
+// is unset or empty: like Consul's own client, an empty variable counts as unset.
 func withConsulPort(env func(string) (string, bool)) func(string) (string, bool) {
 	return func(key string) (string, bool) {
 		v, ok := env(key)
-		if key != "CONSUL_HTTP_ADDR" || ok {
+		if key != "CONSUL_HTTP_ADDR" || v != "" {
 			return v, ok
 		}
 		if port, ok := env("CONSUL_PORT"); ok && port != "" {

@@ -81,6 +81,23 @@ func TestSeedEnvironmentIsHonoured(t *testing.T) {
 	}
 }
 
+// Consul's own client treats an empty CONSUL_HTTP_ADDR as unset; so does
+// lbctl, and the seed's CONSUL_PORT applies.
+func TestEmptyConsulHTTPAddrIsUnset(t *testing.T) {
+	o, _ := parsedRegisterOptions(t, "", map[string]string{"CONSUL_HTTP_ADDR": "", "CONSUL_PORT": "8501"})
+	cfg, err := agentConfig(o.g, false, o.env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Consul.Address != "127.0.0.1:8501" {
+		t.Fatalf("CONSUL_HTTP_ADDR= CONSUL_PORT=8501 gave consul address %q, want 127.0.0.1:8501", cfg.Consul.Address)
+	}
+	o, _ = parsedRegisterOptions(t, "", map[string]string{"CONSUL_HTTP_ADDR": "10.0.0.9:8500", "CONSUL_PORT": "8501"})
+	if cfg, err = agentConfig(o.g, false, o.env); err != nil || cfg.Consul.Address != "10.0.0.9:8500" {
+		t.Fatalf("a set CONSUL_HTTP_ADDR lost to CONSUL_PORT: %q, %v", cfg.Consul.Address, err)
+	}
+}
+
 func TestSeedImagesWithoutACheckGetATCPCheck(t *testing.T) {
 	o, _ := parsedRegisterOptions(t, "", map[string]string{"APP_NAME": "hello", "APP_PORT": "7777"})
 	r, err := o.registration(nil)

@@ -60,7 +60,7 @@ func runRender(ctx context.Context, o *renderOptions) error {
 	// signalled, and files are only validated and written).
 	l, err := lb.New(cfg, lb.Options{Log: log, RenderOnly: true})
 	if err != nil {
-		return err
+		return configError(err)
 	}
 	if !o.dryRun && !o.once {
 		return l.Run(ctx)

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -27,8 +30,22 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "lbctl",
 		Short:         "Run gRPC services behind nginx with Consul, with deploys that drop nothing",
+		Long:          "Run gRPC services behind nginx with Consul, with deploys that drop nothing.\n\n" + exitCodeHelp(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// Runnable, so that an unknown command reaches Args (a usage error)
+		// instead of cobra's own plain error.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.CommandPath())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+			}
+			return errors.New(msg)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
 	}
 	root.PersistentPreRun = func(cmd *cobra.Command, args []string) {
 		g.stdout, g.stderr = cmd.OutOrStdout(), cmd.ErrOrStderr()
@@ -54,13 +71,32 @@ func newRootCmd() *cobra.Command {
 		newDeregisterCmd(g),
 		newShiftCmd(g),
 	)
+	argsAreUsage(root)
 	return root
+}
+
+// argsAreUsage makes every command's argument errors usage errors (exit 2):
+// cobra's own validators (cobra.ExactArgs, ...) return plain errors.
+func argsAreUsage(cmd *cobra.Command) {
+	if validate := cmd.Args; validate != nil {
+		cmd.Args = func(cmd *cobra.Command, args []string) error {
+			err := validate(cmd, args)
+			if err == nil || exitCode(err) == exitUsage {
+				return err
+			}
+			return usageErrorf("%v (see %s --help)", err, cmd.CommandPath())
+		}
+	}
+	for _, sub := range cmd.Commands() {
+		argsAreUsage(sub)
+	}
 }
 
 // loadConfig reads the config the way every command does: environment, then
 // file, then flags.
 func (g *globalOptions) loadConfig() (*config.Config, error) {
-	return config.Load(g.configPath, config.Options{Env: os.LookupEnv, ConsulFlags: g.consul})
+	cfg, err := config.Load(g.configPath, config.Options{Env: os.LookupEnv, ConsulFlags: g.consul})
+	return cfg, configError(err)
 }
 
 // out and errOut are the command's streams (io.Discard when unset).

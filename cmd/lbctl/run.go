@@ -20,9 +20,6 @@ import (
 	"github.com/lbctl/lbctl/supervisor/reaper"
 )
 
-// exitConfig is the exit code for a config lbctl cannot run with (sysexits' EX_CONFIG).
-const exitConfig = 78
-
 // runOptions is everything runLB needs; the command fills it from flags
 // and config, tests fill it by hand.
 type runOptions struct {
@@ -56,19 +53,16 @@ rendered, validated and reloaded; any other changed key is logged as needing
 a restart. An invalid file is logged and changes nothing. As PID 1 it splits into a
 small init that reaps zombies and forwards signals, and the worker.
 
-Exit codes: 0 clean stop, 1 an essential program failed (or another runtime
-error), 78 the config is invalid.`,
+Exit codes (see lbctl --help): 0 clean stop, 1 an essential program failed
+(or another runtime error), 78 the config is invalid.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			log, err := g.logger()
 			if err != nil {
 				return err
 			}
-			if reaper.ShouldInit() {
-				if code := reaper.RunInit(log); code != 0 {
-					return &exitError{code: code}
-				}
-				return nil
+			if isInit, err := initIfPID1(log); isInit {
+				return err
 			}
 			opts, err := newRunOptions(g, log)
 			if err != nil {
@@ -79,20 +73,35 @@ error), 78 the config is invalid.`,
 	}
 }
 
+// initIfPID1 gives lbctl as a container's PID 1 (lbctl run, lbctl register
+// -- app) its duties: it splits into a small init that reaps every orphan
+// and forwards signals, and the worker, this binary again, which does the
+// command's work (package reaper). It reports whether this process is that
+// init, and then how it ended: the worker's exit code.
+func initIfPID1(log *slog.Logger) (isInit bool, err error) {
+	if !reaper.ShouldInit() {
+		return false, nil
+	}
+	if code := reaper.RunInit(log); code != 0 {
+		return true, &exitError{code: code}
+	}
+	return true, nil
+}
+
 // newRunOptions loads the config and builds the supervisor for it.
 func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 	cfg, err := g.loadConfig()
 	if err != nil {
-		return nil, &exitError{code: exitConfig, err: err}
+		return nil, configError(err)
 	}
 	programs, err := loadPrograms(cfg, log)
 	if err != nil {
-		return nil, &exitError{code: exitConfig, err: err}
+		return nil, configError(err)
 	}
 	reg := metrics.NewRegistry()
 	sup, err := supervisor.New(programs, supervisor.Options{Logger: log, Registerer: reg, Stdout: g.stdout, Stderr: g.stderr})
 	if err != nil {
-		return nil, &exitError{code: exitConfig, err: err}
+		return nil, configError(err)
 	}
 	o := &runOptions{
 		cfg:          cfg,
@@ -102,7 +111,7 @@ func newRunOptions(g *globalOptions, log *slog.Logger) (*runOptions, error) {
 		reloadConfig: g.loadConfig,
 	}
 	if err := o.addLoadBalancer(); err != nil {
-		return nil, &exitError{code: exitConfig, err: err}
+		return nil, configError(err)
 	}
 	return o, nil
 }
@@ -129,7 +138,7 @@ func loadPrograms(cfg *config.Config, log *slog.Logger) ([]supervisor.Program, e
 func runLB(ctx context.Context, o *runOptions) error {
 	setGCPercent()
 	if err := checkGates(programsGates(o.cfg), o.openGates); err != nil {
-		return &exitError{code: exitConfig, err: err}
+		return configError(err)
 	}
 	sock, err := control.Listen(o.cfg.Control.Socket, os.FileMode(o.cfg.Control.Mode))
 	if err != nil {
@@ -165,10 +174,6 @@ func runLB(ctx context.Context, o *runOptions) error {
 		if serr := <-errc; serr != nil {
 			o.log.Error("server", "err", serr)
 		}
-	}
-	var essential *supervisor.EssentialError
-	if errors.As(err, &essential) {
-		return &exitError{code: 1, err: err}
 	}
 	return err
 }

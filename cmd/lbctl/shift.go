@@ -20,15 +20,6 @@ import (
 	"github.com/lbctl/lbctl/shift"
 )
 
-// Exit codes of lbctl shift, besides 0 (done), 1 (anything else) and 2 (usage).
-const (
-	exitRolledBack  = 3   // a gate failed; traffic is back on --from
-	exitHeld        = 4   // another shift of the service runs
-	exitAborted     = 5   // someone ran lbctl shift --abort
-	exitRefused     = 6   // unknown service, or a tag without healthy instances
-	exitInterrupted = 130 // Ctrl-C: the last step's split stays
-)
-
 type shiftOptions struct {
 	*globalOptions
 	from, to     string
@@ -39,6 +30,7 @@ type shiftOptions struct {
 	abort        bool
 	stdout       io.Writer
 	terminal     bool
+	width        func() int // the terminal's columns, when terminal
 }
 
 func newShiftCmd(g *globalOptions) *cobra.Command {
@@ -59,12 +51,16 @@ steps and leaves the last step's split (exit 130). See docs/shift.md.
   lbctl shift status greeter
   lbctl shift --abort greeter
 
-Exit codes: 0 done, 2 bad usage or steps, 3 rolled back, 4 another shift runs,
-5 aborted by someone, 6 unknown service or unhealthy tag, 130 interrupted.`,
+Exit codes (see lbctl --help): 0 done, 2 bad usage or steps, 3 rolled back,
+4 another shift runs, 5 aborted by someone, 6 unknown service or unhealthy tag,
+130 interrupted.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.stdout = cmd.OutOrStdout()
 			o.terminal = isTerminal(o.stdout)
+			if o.terminal {
+				o.width = watchWidth(cmd.Context(), int(o.stdout.(*os.File).Fd()))
+			}
 			if o.abort {
 				return runShiftAbort(cmd.Context(), o, args[0])
 			}
@@ -106,13 +102,13 @@ func runShift(ctx context.Context, o *shiftOptions, service string) error {
 	if warning := followWarning(cfg, service); warning != "" {
 		fmt.Fprintln(o.errOut(), "lbctl: warning:", warning)
 	}
-	p := &progress{w: o.stdout, terminal: o.terminal, steps: len(plan.Steps)}
+	p := &progress{w: o.stdout, terminal: o.terminal, steps: len(plan.Steps), width: o.width}
 	final, err := shift.Shift(ctx, client, plan, shift.Options{
 		MaxErrorRate: o.maxErrorRate, MinCalls: o.minCalls, OnEvent: p.event,
 	})
 	p.finish()
 	if err != nil {
-		return shiftExit(err)
+		return err
 	}
 	fmt.Fprintf(o.stdout, "done: %s serves %s\n", service, final)
 	return nil
@@ -150,24 +146,6 @@ func followWarning(cfg *config.Config, service string) string {
 	return fmt.Sprintf("%s has no service %s with shift: true; load balancers running this config will not follow the split", cfg.Path(), service)
 }
 
-// shiftExit maps a shift's error to its exit code.
-func shiftExit(err error) error {
-	codes := []struct {
-		is   error
-		code int
-	}{
-		{shift.ErrBadPlan, 2}, {shift.ErrRolledBack, exitRolledBack}, {shift.ErrHeld, exitHeld},
-		{shift.ErrAborted, exitAborted}, {shift.ErrUnknownService, exitRefused}, {shift.ErrNoHealthy, exitRefused},
-		{shift.ErrInterrupted, exitInterrupted}, {shift.ErrNothingToAbort, 1},
-	}
-	for _, c := range codes {
-		if errors.Is(err, c.is) {
-			return &exitError{code: c.code, err: err}
-		}
-	}
-	return err
-}
-
 func runShiftAbort(ctx context.Context, o *shiftOptions, service string) error {
 	_, client, err := o.shiftConsul()
 	if err != nil {
@@ -177,7 +155,7 @@ func runShiftAbort(ctx context.Context, o *shiftOptions, service string) error {
 	me := shift.Me(shift.Plan{}, time.Now())
 	split, err := shift.Abort(ctx, client, service, fmt.Sprintf("%s@%s", me.User, me.Host))
 	if err != nil {
-		return shiftExit(err)
+		return err
 	}
 	fmt.Fprintf(o.stdout, "aborted: %s serves %s\n", service, split)
 	if holder != nil {

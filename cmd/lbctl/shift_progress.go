@@ -1,9 +1,16 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
 	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/lbctl/lbctl/shift"
 )
@@ -15,6 +22,10 @@ type progress struct {
 	terminal bool
 	steps    int
 	drawn    bool
+	// width is the terminal's width in columns (0: unknown). The line drawn
+	// in place is cut to fit: one that wraps cannot be redrawn with \r, and
+	// every redraw would add lines.
+	width func() int
 }
 
 func (p *progress) event(e shift.Event) {
@@ -46,8 +57,50 @@ func (p *progress) line(s string) {
 }
 
 func (p *progress) redraw(s string) {
+	if p.width != nil {
+		s = fit(s, p.width())
+	}
 	fmt.Fprint(p.w, "\r\033[K"+s)
 	p.drawn = true
+}
+
+// fit cuts s to cols-1 characters (the last column would let some
+// terminals wrap), ending in "…" when cut; cols <= 0 leaves s alone.
+func fit(s string, cols int) string {
+	r := []rune(s)
+	if cols <= 0 || len(r) < cols {
+		return s
+	}
+	if cols < 2 {
+		return ""
+	}
+	return string(r[:cols-2]) + "…"
+}
+
+// watchWidth reads the width of the terminal fd is, and again on every
+// SIGWINCH until ctx ends, as docker pull and pv do.
+func watchWidth(ctx context.Context, fd int) func() int {
+	var cols atomic.Int64
+	read := func() {
+		if ws, err := unix.IoctlGetWinsize(fd, unix.TIOCGWINSZ); err == nil {
+			cols.Store(int64(ws.Col))
+		}
+	}
+	winch := make(chan os.Signal, 1)
+	signal.Notify(winch, syscall.SIGWINCH)
+	read()
+	go func() {
+		defer signal.Stop(winch)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-winch:
+				read()
+			}
+		}
+	}()
+	return func() int { return int(cols.Load()) }
 }
 
 func (p *progress) finish() {

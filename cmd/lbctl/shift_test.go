@@ -35,17 +35,6 @@ func shiftOpts(cfgPath string) (*shiftOptions, *bytes.Buffer) {
 	}, &out
 }
 
-func exitCodeOf(err error) int {
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
-	}
-	if err != nil {
-		return 1
-	}
-	return 0
-}
-
 func TestShiftCommandRunsToDoneWithPlainLines(t *testing.T) {
 	c, cfg := shiftRig(t)
 	o, out := shiftOpts(cfg) // --from defaults to the config's tag: blue
@@ -94,8 +83,8 @@ func TestShiftCommandRefusesBadInput(t *testing.T) {
 		o, _ := shiftOpts(cfg)
 		tc.edit(o)
 		err := runShift(context.Background(), o, tc.service)
-		if exitCodeOf(err) != tc.code || !strings.Contains(fmt.Sprint(err), tc.says) {
-			t.Errorf("%s: exit %d (%v), want %d saying %q", tc.name, exitCodeOf(err), err, tc.code, tc.says)
+		if exitCode(err) != tc.code || !strings.Contains(fmt.Sprint(err), tc.says) {
+			t.Errorf("%s: exit %d (%v), want %d saying %q", tc.name, exitCode(err), err, tc.code, tc.says)
 		}
 	}
 	if pairs, _, _ := c.Client.KV().List(shift.SplitPrefix, nil); len(pairs) != 0 {
@@ -113,8 +102,8 @@ func TestSecondShiftIsRefusedWithWhoHoldsIt(t *testing.T) {
 	defer lock.Release()
 	o, _ := shiftOpts(cfg)
 	err = runShift(context.Background(), o, "greeter")
-	if exitCodeOf(err) != exitHeld || !strings.Contains(err.Error(), "alice@deploy-box (pid 4242)") {
-		t.Fatalf("exit %d: %v; want %d naming alice@deploy-box (pid 4242)", exitCodeOf(err), err, exitHeld)
+	if exitCode(err) != exitHeld || !strings.Contains(err.Error(), "alice@deploy-box (pid 4242)") {
+		t.Fatalf("exit %d: %v; want %d naming alice@deploy-box (pid 4242)", exitCode(err), err, exitHeld)
 	}
 }
 
@@ -122,7 +111,7 @@ func TestAbortPutsTrafficBackAndStopsTheRunningShift(t *testing.T) {
 	c, cfg := shiftRig(t)
 	ctx := context.Background()
 	o, out := shiftOpts(cfg)
-	if err := runShiftAbort(ctx, o, "greeter"); exitCodeOf(err) != 1 || !strings.Contains(err.Error(), "nothing to abort") {
+	if err := runShiftAbort(ctx, o, "greeter"); exitCode(err) != 1 || !strings.Contains(err.Error(), "nothing to abort") {
 		t.Fatalf("abort with no shift: %v", err)
 	}
 	o, out = shiftOpts(cfg)
@@ -145,8 +134,8 @@ func TestAbortPutsTrafficBackAndStopsTheRunningShift(t *testing.T) {
 	}
 	select {
 	case err := <-errc:
-		if exitCodeOf(err) != exitAborted {
-			t.Fatalf("the running shift ended with exit %d: %v\n%s", exitCodeOf(err), err, out)
+		if exitCode(err) != exitAborted {
+			t.Fatalf("the running shift ended with exit %d: %v\n%s", exitCode(err), err, out)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the running shift did not stop after the abort")
@@ -171,8 +160,8 @@ func TestInterruptedShiftLeavesTheLastSplit(t *testing.T) {
 		return nil
 	})
 	cancel() // Ctrl-C
-	if err := <-errc; exitCodeOf(err) != exitInterrupted {
-		t.Fatalf("exit %d: %v", exitCodeOf(err), err)
+	if err := <-errc; exitCode(err) != exitInterrupted {
+		t.Fatalf("exit %d: %v", exitCode(err), err)
 	}
 	s, _, _ := shift.NewKV(c.Client).Load(context.Background(), "greeter")
 	if s.State != shift.Interrupted || s.ToPercent() != 10 {

@@ -33,7 +33,7 @@ func runValidate(o *validateOptions) error {
 		return err
 	}
 	if err := consultemplate.Check(cfg.Templates); err != nil {
-		return err
+		return configError(err)
 	}
 	_, err = fmt.Fprintf(o.stdout, "%s: ok (%d services, %d templates, %d programs)\n",
 		o.configPath, len(cfg.Services), len(cfg.Templates), len(cfg.Programs))

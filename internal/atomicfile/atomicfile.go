@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 )
 
 // Write replaces path with data unless it already holds exactly those bytes.
@@ -28,7 +29,7 @@ func Write(path string, data []byte, perm fs.FileMode) (bool, error) {
 // Replace writes data to path atomically, whatever path held before.
 func Replace(path string, data []byte, perm fs.FileMode) error {
 	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".lbctl-*")
+	tmp, err := CreateTemp(path, "")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -51,6 +52,53 @@ func Replace(path string, data []byte, perm fs.FileMode) error {
 		return fmt.Errorf("replace %s: %w", path, err)
 	}
 	return syncDir(dir)
+}
+
+// CreateTemp creates the hidden temp file lbctl writes before renaming it
+// over path: ".BASE.lbctl-" then kind and "-" when kind is set, then the
+// random digits os.CreateTemp adds, in path's directory. RemoveStale finds
+// exactly these names.
+func CreateTemp(path, kind string) (*os.File, error) {
+	if kind != "" {
+		kind += "-"
+	}
+	return os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".lbctl-"+kind+"*")
+}
+
+// tempName is CreateTemp's name for BASE: kind is lower-case letters, the
+// suffix decimal digits (os.CreateTemp's).
+func tempName(base string) *regexp.Regexp {
+	return regexp.MustCompile(`^\.` + regexp.QuoteMeta(base) + `\.lbctl-([a-z]+-)?[0-9]+$`)
+}
+
+// RemoveStale removes the temp files CreateTemp made for path that are still
+// there: a process killed between CreateTemp and the rename leaves them.
+// Anything else in the directory is left alone, as are directories and
+// symlinks. It returns the paths removed.
+func RemoveStale(path string) ([]string, error) {
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("remove stale temp files of %s: %w", path, err)
+	}
+	re := tempName(base)
+	var removed []string
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || !re.MatchString(e.Name()) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove stale temp file %s: %w", p, err))
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(errs...)
 }
 
 func syncDir(dir string) error {

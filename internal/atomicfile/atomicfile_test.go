@@ -35,3 +35,50 @@ func TestWriteIntoMissingDirFails(t *testing.T) {
 		t.Fatal("want an error for a missing directory")
 	}
 }
+
+func TestRemoveStaleRemovesOnlyLbctlTempFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "lbctl.conf")
+	ours := []string{}
+	for _, kind := range []string{"", "check"} {
+		f, err := CreateTemp(path, kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		ours = append(ours, f.Name())
+	}
+	others := []string{
+		"lbctl.conf", ".lbctl.conf.lbctl-", ".lbctl.conf.lbctl-12x", "lbctl.conf.lbctl-123", ".other.conf.lbctl-123",
+		".lbctl.conf.lbctl-123.bak", ".lbctl.confX.lbctl-123", ".lbctl.conf.swp",
+	}
+	for _, name := range others {
+		if err := os.WriteFile(filepath.Join(dir, name), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dir, ".lbctl.conf.lbctl-999"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	others = append(others, ".lbctl.conf.lbctl-999")
+	removed, err := RemoveStale(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(removed) != len(ours) {
+		t.Fatalf("removed %v, want %v", removed, ours)
+	}
+	for _, p := range ours {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s still there (%v)", p, err)
+		}
+	}
+	for _, name := range others {
+		if _, err := os.Lstat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("%s is not lbctl's temp file but was touched: %v", name, err)
+		}
+	}
+	if removed, err := RemoveStale(filepath.Join(dir, "missing-dir", "f")); err != nil || len(removed) != 0 {
+		t.Fatalf("missing directory: %v, %v", removed, err)
+	}
+}

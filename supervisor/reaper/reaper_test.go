@@ -42,8 +42,15 @@ func runAsPID1(t *testing.T, bin, config string, cfgPath *string) (*exec.Cmd, in
 	dir := t.TempDir()
 	*cfgPath = filepath.Join(dir, "lbctl.yaml")
 	writeConfig(t, *cfgPath, config)
+	return startAsPID1(t, bin, "run", "-c", *cfgPath)
+}
+
+// startAsPID1 starts lbctl with args as PID 1 of a new PID namespace; it
+// returns the unshare command, lbctl's host pid and its output.
+func startAsPID1(t *testing.T, bin string, args ...string) (*exec.Cmd, int, *testrig.LogBuffer) {
+	t.Helper()
 	out := &testrig.LogBuffer{}
-	cmd := exec.Command("unshare", "--pid", "--fork", "--kill-child", "--mount-proc", bin, "run", "-c", *cfgPath)
+	cmd := exec.Command("unshare", append([]string{"--pid", "--fork", "--kill-child", "--mount-proc", bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second // orphans may hold the output pipe
 	if err := cmd.Start(); err != nil {
@@ -127,38 +134,7 @@ func TestPID1ReapsOrphansAndStopsCleanly(t *testing.T) {
 		return nil
 	})
 
-	// The orphans were reparented to lbctl's init; the short-lived ones
-	// must be reaped, leaving the worker and the one long-lived sleep.
-	var orphan int
-	testrig.WaitFor(t, 10*time.Second, "zombies reaped", func() error {
-		orphan = 0
-		var worker bool
-		for _, c := range children(init) {
-			switch {
-			case c.state == "Z":
-				return fmt.Errorf("zombie %d (%s) under PID 1", c.pid, c.comm)
-			case c.comm == "lbctl":
-				worker = true
-			case c.comm == "sleep":
-				orphan = c.pid
-			}
-		}
-		if !worker || orphan == 0 {
-			return fmt.Errorf("want the worker and the orphaned sleep under PID 1, have %+v", children(init))
-		}
-		return nil
-	})
-
-	// Kill the orphan: PID 1 must reap it, so it vanishes from /proc.
-	if err := syscall.Kill(orphan, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	testrig.WaitFor(t, 10*time.Second, "orphan reaped", func() error {
-		if p, ok := readProc(orphan); ok && p.ppid == init {
-			return fmt.Errorf("orphan %d still there, state %s", orphan, p.state)
-		}
-		return nil
-	})
+	expectOrphansReaped(t, init)
 
 	// SIGHUP to PID 1 reaches the worker, which adds the new program and
 	// forwards it the signal it asks for.
@@ -191,6 +167,28 @@ func TestPID1ReapsOrphansAndStopsCleanly(t *testing.T) {
 	}
 }
 
+// The app image's entrypoint is lbctl register -- app: as PID 1 it must reap
+// the app's orphans as lbctl run does.
+func TestPID1RegisterWithAnAppReapsOrphans(t *testing.T) {
+	bin := buildLbctl(t)
+	port := testrig.FreePort(t) // nothing listens: the app is never registered
+	cmd, init, out := startAsPID1(t, bin, "register",
+		"--consul-addr", testrig.LoopbackAddr(testrig.FreePort(t)), "--name", "orphaner", "--port", strconv.Itoa(port),
+		"--drain-timeout", "1s", "--stop-wait", "1s", "--",
+		"sh", "-c", `for i in 1 2 3 4 5; do (sh -c "exit 0" &); done; (exec sleep 1000 &); echo spawned; exec sleep 1000`)
+	waitOutput(t, out, "spawned")
+	expectOrphansReaped(t, init)
+	// docker stop: SIGTERM to PID 1 reaches the worker, which stops the app.
+	if err := syscall.Kill(init, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	err := waitExit(t, cmd)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 128+int(syscall.SIGTERM) {
+		t.Fatalf("exit = %v, want the app's 143 (SIGTERM); output:\n%s", err, out.String())
+	}
+}
+
 func TestPID1PassesOnEssentialFailure(t *testing.T) {
 	bin := buildLbctl(t)
 	var cfgPath string
@@ -208,6 +206,43 @@ func TestPID1PassesOnEssentialFailure(t *testing.T) {
 	if !strings.Contains(out.String(), "essential program doomed is FATAL") {
 		t.Errorf("output lacks the reason:\n%s", out.String())
 	}
+}
+
+// expectOrphansReaped: the orphans reparented to lbctl's init, the
+// short-lived ones, are reaped, leaving the worker and one long-lived sleep;
+// killed, that sleep is reaped too.
+func expectOrphansReaped(t *testing.T, init int) {
+	t.Helper()
+	var orphan int
+	testrig.WaitFor(t, 10*time.Second, "zombies reaped", func() error {
+		orphan = 0
+		var worker bool
+		for _, c := range children(init) {
+			switch {
+			case c.state == "Z":
+				return fmt.Errorf("zombie %d (%s) under PID 1", c.pid, c.comm)
+			case c.comm == "lbctl":
+				worker = true
+			case c.comm == "sleep":
+				orphan = c.pid
+			}
+		}
+		if !worker || orphan == 0 {
+			return fmt.Errorf("want the worker and the orphaned sleep under PID 1, have %+v", children(init))
+		}
+		return nil
+	})
+
+	// Kill the orphan: PID 1 must reap it, so it vanishes from /proc.
+	if err := syscall.Kill(orphan, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	testrig.WaitFor(t, 10*time.Second, "orphan reaped", func() error {
+		if p, ok := readProc(orphan); ok && p.ppid == init {
+			return fmt.Errorf("orphan %d still there, state %s", orphan, p.state)
+		}
+		return nil
+	})
 }
 
 func waitOutput(t *testing.T, out *testrig.LogBuffer, text string) {
