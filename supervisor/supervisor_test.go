@@ -435,8 +435,12 @@ func TestBackoffDelaysUseTheClock(t *testing.T) {
 		// rnd 0: half the nominal delay. Nominal: 100ms, then 200ms capped at 150ms.
 		for i, want := range []time.Duration{50 * time.Millisecond, 75 * time.Millisecond} {
 			// The clock stands still while the crasher runs, so it is now
-			// what it was when the backoff began.
-			h.waitState("crasher", Backoff)
+			// what it was when the backoff began. Wait for the recorded
+			// transition, not the status: the status changes first.
+			h.waitUntil(fmt.Sprintf("backoff %d recorded", i+1), func() bool {
+				got := h.rec.states("crasher")
+				return len(got) >= 2*(i+1) && got[2*i+1] == Backoff
+			})
 			if got := h.rec.states("crasher"); len(got) != 2*(i+1) {
 				t.Fatalf("states on entering backoff %d: %v", i+1, got)
 			}
