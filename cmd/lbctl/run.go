@@ -72,7 +72,10 @@ error), 78 the config is invalid.`,
 			if err != nil {
 				return err
 			}
-			return runLB(cmd.Context(), opts)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel() // ends runMemory's wait if runLB returns first
+			runMemory(ctx, opts.sup, log)
+			return runLB(ctx, opts)
 		},
 	}
 }
@@ -131,7 +134,6 @@ func loadPrograms(cfg *config.Config, log *slog.Logger) ([]supervisor.Program, e
 // runLB runs everything until ctx ends or an essential program fails: the
 // control socket, the metrics listener, signal handling and the supervisor.
 func runLB(ctx context.Context, o *runOptions) error {
-	setGCPercent()
 	if err := checkGates(o.programsGates(), o.openGates); err != nil {
 		return &exitError{code: exitConfig, err: err}
 	}
@@ -155,7 +157,6 @@ func runLB(ctx context.Context, o *runOptions) error {
 		go func() { errc <- metrics.Serve(ctx, lis, metrics.Handler(o.registry, o.health()), o.log) }()
 	}
 	go o.handleSignals(ctx)
-	go o.releaseStartupMemory(ctx)
 	lbErr := make(chan error, 1)
 	o.startLoadBalancer(ctx, func(err error) { lbErr <- err; cancel() })
 	err = o.sup.Run(o.supervisorContext(ctx))
