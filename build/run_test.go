@@ -4,12 +4,9 @@ import (
 	"context"
 	"debug/elf"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -125,7 +122,7 @@ programs:
 	testrig.ExpectOnly(t, lb, "beta", 10, 15*time.Second)
 	testrig.WaitFor(t, 10*time.Second, "a reload applied", func() error {
 		running()
-		applied, err := reloadsApplied(httpAddr)
+		applied, err := testrig.Metric(httpAddr, `lbctl_reloads_total{outcome="applied"}`)
 		if err == nil && applied < 1 {
 			err = fmt.Errorf("lbctl_reloads_total{outcome=\"applied\"} = %v", applied)
 		}
@@ -152,23 +149,4 @@ programs:
 			t.Log(strings.TrimSpace(line))
 		}
 	}
-}
-
-// reloadsApplied reads lbctl_reloads_total{outcome="applied"} from /metrics.
-func reloadsApplied(addr string) (float64, error) {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(body)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), `lbctl_reloads_total{outcome="applied"} `); ok {
-			return strconv.ParseFloat(v, 64)
-		}
-	}
-	return 0, nil
 }
