@@ -102,14 +102,11 @@ func TestDockerfileRunsAreTested(t *testing.T) {
 }
 
 // runGoBuild runs a Dockerfile's go build line as written, through sh like
-// Docker does, with only its /out/ directory moved into a temp dir.
-func runGoBuild(t *testing.T, df, run string) {
-	out := t.TempDir()
-	cmd := exec.Command("sh", "-c", strings.ReplaceAll(run, "/out/", out+"/"))
-	cmd.Dir = repo
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("%s: %s: %v\n%s", df, run, err, b)
-	}
+// Docker does, with only its /out/ directory moved into a temp dir, and
+// returns that dir.
+func runGoBuild(t *testing.T, df, run string) string {
+	t.Helper()
+	out := shBuild(t, df, run)
 	m := goBuild.FindStringSubmatch(run)
 	for _, pkg := range strings.Fields(m[3]) {
 		bin := filepath.Join(out, filepath.Base(pkg))
@@ -120,6 +117,20 @@ func runGoBuild(t *testing.T, df, run string) {
 			t.Errorf("%s: %s built no %s", df, run, bin)
 		}
 	}
+	return out
+}
+
+// shBuild runs a build command through sh, in the repository, with its
+// /out/ directory moved into a temp dir, and returns that dir.
+func shBuild(t *testing.T, what, run string) string {
+	t.Helper()
+	out := t.TempDir()
+	cmd := exec.Command("sh", "-c", strings.ReplaceAll(run, "/out/", out+"/"))
+	cmd.Dir = repo
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %s: %v\n%s", what, run, err, b)
+	}
+	return out
 }
 
 // The image's lbctl.yaml is valid, and build/nginx.conf with what lbctl

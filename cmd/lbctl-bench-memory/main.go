@@ -4,9 +4,13 @@
 // consul-template doing the same job on the same Consul, same machine.
 // Each stack renders every service, then goes through -changes health changes
 // (an instance going critical and coming back, each rendered and reloaded),
-// runs for -settle, and has its resident memory (RSS) read, nginx excluded
-// from both. For lbctl it also prints what lbctl logged when it released its
-// start-up memory (package memtrim): the RSS just before and just after.
+// runs for -settle, and has its memory read from /proc/PID/smaps_rollup,
+// nginx excluded from both: anonymous memory (heap, stacks: what the process
+// costs), PSS, and RSS, whose file-backed rest is the binary's clean pages
+// (page cache the kernel reclaims). For lbctl it also prints what lbctl
+// logged when it returned its start-up heap to the kernel, before and after.
+// -lbctl takes several binaries, comma-separated (a static and a PIE build,
+// say), measured one after the other in the same run.
 //
 //	go run ./cmd/lbctl-bench-memory -lbctl $(which lbctl)
 package main
@@ -25,6 +29,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/internal/freeport"
+	"github.com/lbctl/lbctl/internal/procmem"
 )
 
 type options struct {
@@ -37,15 +42,15 @@ func main() {
 	home, _ := os.UserHomeDir()
 	cache := filepath.Join(home, ".cache", "lbctl")
 	var o options
-	flag.StringVar(&o.lbctl, "lbctl", "lbctl", "lbctl binary")
+	flag.StringVar(&o.lbctl, "lbctl", "lbctl", "lbctl binaries, comma-separated")
 	flag.StringVar(&o.consul, "consul", filepath.Join(cache, "consul-1.21.0", "consul"), "consul binary")
 	flag.StringVar(&o.consulTemplate, "consul-template", filepath.Join(cache, "consul-template-0.41.1", "consul-template"), "consul-template binary")
 	flag.StringVar(&o.nginx, "nginx", "/usr/sbin/nginx", "nginx binary")
 	flag.StringVar(&o.supervisord, "supervisord", "/usr/bin/supervisord", "supervisord binary (Debian: apt-get install supervisor)")
 	flag.IntVar(&o.services, "services", 100, "services watched")
 	flag.IntVar(&o.instances, "instances", 10, "instances per service")
-	flag.IntVar(&o.changes, "changes", 40, "health changes rendered before RSS is read (half out, half back)")
-	flag.DurationVar(&o.settle, "settle", 3*time.Second, "how long the stack runs after the changes before RSS is read")
+	flag.IntVar(&o.changes, "changes", 40, "health changes rendered before memory is read (half out, half back)")
+	flag.DurationVar(&o.settle, "settle", 3*time.Second, "how long the stack runs after the changes before memory is read")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "lbctl-bench-memory:", err)
@@ -67,23 +72,44 @@ func run(o options) error {
 	if err := registerInstances(addr, o.services, o.instances); err != nil {
 		return err
 	}
-	lb, err := measureLbctl(o, addr, filepath.Join(dir, "lbctl"))
-	if err != nil {
-		return fmt.Errorf("lbctl: %w", err)
+	var lbs []lbctlResult
+	for i, bin := range strings.Split(o.lbctl, ",") {
+		m, released, err := measureLbctl(o, bin, addr, filepath.Join(dir, fmt.Sprintf("lbctl-%d", i)))
+		if err != nil {
+			return fmt.Errorf("lbctl %s: %w", bin, err)
+		}
+		lbs = append(lbs, lbctlResult{bin, m, released})
 	}
 	sd, ct, err := measureSupervisord(o, addr, filepath.Join(dir, "supervisord"))
 	if err != nil {
 		return fmt.Errorf("supervisord + consul-template: %w", err)
 	}
-	fmt.Printf("RSS watching %d services × %d instances (nginx not counted), after %d health changes rendered and %s settled:\n\n",
+	fmt.Printf("Memory watching %d services × %d instances (nginx not counted), after %d health changes rendered and %s settled:\n\n",
 		o.services, o.instances, o.changes, o.settle)
-	fmt.Println("| stack | RSS |")
-	fmt.Println("|---|---|")
-	fmt.Printf("| lbctl run (supervisor + renderer + reload controller) | %.1f MB (heap and stacks %.1f, binary pages %.1f) |\n",
-		mb(lb.anon+lb.file), mb(lb.anon), mb(lb.file))
-	fmt.Printf("| supervisord 4.2.5 + consul-template 0.41.1 | %.1f MB (%.1f + %.1f) |\n", mb(sd+ct), mb(sd), mb(ct))
-	fmt.Printf("\nlbctl released its start-up memory once nginx was running: RSS %.1f MB -> %.1f MB.\n", mb(lb.releasedFrom), mb(lb.releasedTo))
+	fmt.Println("| stack | anonymous (heap, stacks) | PSS | RSS (of which clean file-backed) |")
+	fmt.Println("|---|---|---|---|")
+	for _, lb := range lbs {
+		fmt.Printf("| lbctl run (%s) | %.1f MB | %.1f MB | %.1f MB (%.1f) |\n",
+			filepath.Base(lb.bin), mb(lb.m.Anonymous), mb(lb.m.PSS), mb(lb.m.RSS), mb(lb.m.File()))
+	}
+	sum := procmem.Usage{RSS: sd.RSS + ct.RSS, PSS: sd.PSS + ct.PSS, Anonymous: sd.Anonymous + ct.Anonymous}
+	fmt.Printf("| supervisord 4.2.5 + consul-template 0.41.1 | %.1f MB (%.1f + %.1f) | %.1f MB | %.1f MB (%.1f) |\n",
+		mb(sum.Anonymous), mb(sd.Anonymous), mb(ct.Anonymous), mb(sum.PSS), mb(sum.RSS), mb(sum.File()))
+	fmt.Println("\nlbctl returned its start-up heap to the kernel once nginx was running (its log line):")
+	for _, lb := range lbs {
+		b, a := lb.released[0], lb.released[1]
+		fmt.Printf("- %s: anonymous %.1f -> %.1f MB, PSS %.1f -> %.1f MB, RSS %.1f -> %.1f MB\n", filepath.Base(lb.bin),
+			mb(b.Anonymous), mb(a.Anonymous), mb(b.PSS), mb(a.PSS), mb(b.RSS), mb(a.RSS))
+	}
 	return nil
+}
+
+// lbctlResult is one lbctl binary's memory, and what it logged around
+// returning its start-up heap.
+type lbctlResult struct {
+	bin      string
+	m        procmem.Usage
+	released [2]procmem.Usage
 }
 
 func mb(kb int) float64 { return float64(kb) / 1024 }
@@ -136,27 +162,9 @@ func instanceRegistration(s, i int) *api.CatalogRegistration {
 
 func instanceAddress(s, i int) string { return fmt.Sprintf("10.%d.%d.%d", s/250, s%250, i+1) }
 
-// memory is a process's resident memory: anonymous (heap, stacks) and
-// file-backed (the pages of its binary it touched), in kB.
-type memory struct {
-	anon, file int
-	// releasedFrom and releasedTo are the RSS lbctl logged around releasing
-	// its start-up memory.
-	releasedFrom, releasedTo int
-}
-
-func memoryOf(pid int) (memory, error) {
-	anon, err := statusField(pid, "RssAnon:")
-	if err != nil {
-		return memory{}, err
-	}
-	file, err := statusField(pid, "RssFile:")
-	return memory{anon: anon, file: file}, err
-}
-
-func measureLbctl(o options, consulAddr, dir string) (memory, error) {
+func measureLbctl(o options, bin, consulAddr, dir string) (m procmem.Usage, released [2]procmem.Usage, err error) {
 	if err := os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755); err != nil {
-		return memory{}, err
+		return m, released, err
 	}
 	var services strings.Builder
 	for s := range o.services {
@@ -175,59 +183,60 @@ programs:
 `, consulAddr, o.nginx, filepath.Join(dir, "nginx.conf"), dir, filepath.Join(dir, "conf.d", "lbctl.conf"),
 		services.String(), filepath.Join(dir, "lbctl.sock"), o.nginx, dir, filepath.Join(dir, "nginx.conf"))
 	if err := writeNginxConf(dir); err != nil {
-		return memory{}, err
+		return m, released, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "lbctl.yaml"), []byte(cfg), 0o644); err != nil {
-		return memory{}, err
+		return m, released, err
 	}
 	logPath := filepath.Join(dir, "lbctl.log")
-	cmd := exec.Command(o.lbctl, "run", "--config", filepath.Join(dir, "lbctl.yaml"), "--log-level", "info")
+	cmd := exec.Command(bin, "run", "--config", filepath.Join(dir, "lbctl.yaml"), "--log-level", "info")
 	if err := startLogged(cmd, logPath); err != nil {
-		return memory{}, err
+		return m, released, err
 	}
 	defer stop(cmd)
 	if err := renderedAll(filepath.Join(dir, "conf.d", "lbctl.conf"), o.services); err != nil {
-		return memory{}, err
+		return m, released, err
 	}
-	var from, to int
-	if err := poll(60*time.Second, func() (err error) { from, to, err = releaseLogged(logPath); return err }); err != nil {
-		return memory{}, err
+	if err := poll(60*time.Second, func() (err error) { released, err = releaseLogged(logPath); return err }); err != nil {
+		return m, released, err
 	}
-	if _, err := changedAndSettled(cmd.Process.Pid, consulAddr, filepath.Join(dir, "conf.d", "lbctl.conf"), o); err != nil {
-		return memory{}, err
-	}
-	m, err := memoryOf(cmd.Process.Pid)
-	m.releasedFrom, m.releasedTo = from, to
-	return m, err
+	m, err = changedAndSettled(cmd.Process.Pid, consulAddr, filepath.Join(dir, "conf.d", "lbctl.conf"), o)
+	return m, released, err
 }
 
 // releaseLogged finds lbctl's "released start-up memory" line in its log
-// and returns the RSS it reports before and after, in kB.
-func releaseLogged(logPath string) (before, after int, err error) {
+// and returns the memory it reports before and after, in kB.
+func releaseLogged(logPath string) (ba [2]procmem.Usage, err error) {
 	b, err := os.ReadFile(logPath)
 	if err != nil {
-		return 0, 0, err
+		return ba, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if !strings.Contains(line, `msg="released start-up memory"`) {
 			continue
 		}
 		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "rss_before_kb="); ok {
-				before, _ = strconv.Atoi(v)
-			}
-			if v, ok := strings.CutPrefix(f, "rss_after_kb="); ok {
-				after, _ = strconv.Atoi(v)
+			k, v, _ := strings.Cut(f, "=")
+			n, _ := strconv.Atoi(v)
+			for i, when := range []string{"before", "after"} {
+				switch k {
+				case "anon_" + when + "_kb":
+					ba[i].Anonymous = n
+				case "pss_" + when + "_kb":
+					ba[i].PSS = n
+				case "rss_" + when + "_kb":
+					ba[i].RSS = n
+				}
 			}
 		}
-		return before, after, nil
+		return ba, nil
 	}
-	return 0, 0, fmt.Errorf("lbctl has not logged releasing its start-up memory")
+	return ba, fmt.Errorf("lbctl has not logged releasing its start-up memory")
 }
 
-func measureSupervisord(o options, consulAddr, dir string) (supervisord, consulTemplate int, err error) {
+func measureSupervisord(o options, consulAddr, dir string) (supervisord, consulTemplate procmem.Usage, err error) {
 	if err := os.MkdirAll(filepath.Join(dir, "conf.d"), 0o755); err != nil {
-		return 0, 0, err
+		return supervisord, consulTemplate, err
 	}
 	tpl := `{{ range services }}{{ if ne .Name "consul" }}upstream {{ .Name }} {
 {{ range service .Name }}  server {{ .Address }}:{{ .Port }};
@@ -235,10 +244,10 @@ func measureSupervisord(o options, consulAddr, dir string) (supervisord, consulT
 {{ end }}{{ end }}`
 	out := filepath.Join(dir, "conf.d", "lb.conf")
 	if err := os.WriteFile(filepath.Join(dir, "lb.tpl"), []byte(tpl), 0o644); err != nil {
-		return 0, 0, err
+		return supervisord, consulTemplate, err
 	}
 	if err := writeNginxConf(dir); err != nil {
-		return 0, 0, err
+		return supervisord, consulTemplate, err
 	}
 	conf := fmt.Sprintf(`[supervisord]
 nodaemon=true
@@ -257,25 +266,25 @@ stopsignal=QUIT
 command=%[3]s -consul-addr %[4]s -template "%[1]s/lb.tpl:%[5]s:supervisorctl -c %[1]s/supervisord.conf restart nginx"
 `, dir, o.nginx, o.consulTemplate, consulAddr, out)
 	if err := os.WriteFile(filepath.Join(dir, "supervisord.conf"), []byte(conf), 0o644); err != nil {
-		return 0, 0, err
+		return supervisord, consulTemplate, err
 	}
 	cmd := exec.Command(o.supervisord, "-c", filepath.Join(dir, "supervisord.conf"))
 	if err := startLogged(cmd, filepath.Join(dir, "supervisord.out")); err != nil {
-		return 0, 0, err
+		return supervisord, consulTemplate, err
 	}
 	defer stop(cmd)
 	if err := renderedAll(out, o.services); err != nil {
-		return 0, 0, err
+		return supervisord, consulTemplate, err
 	}
 	sd, err := changedAndSettled(cmd.Process.Pid, consulAddr, out, o)
 	if err != nil {
-		return 0, 0, err
+		return supervisord, consulTemplate, err
 	}
 	ctPID, err := childNamed(cmd.Process.Pid, "consul-template")
 	if err != nil {
-		return 0, 0, err
+		return supervisord, consulTemplate, err
 	}
-	ct, err := rss(ctPID)
+	ct, err := procmem.Of(ctPID)
 	return sd, ct, err
 }
 
@@ -300,13 +309,13 @@ func renderedAll(rendered string, services int) error {
 }
 
 // changedAndSettled puts the stack through o.changes health changes, lets
-// it run for the settle time, and reads pid's RSS.
-func changedAndSettled(pid int, consulAddr, rendered string, o options) (int, error) {
+// it run for the settle time, and reads pid's memory.
+func changedAndSettled(pid int, consulAddr, rendered string, o options) (procmem.Usage, error) {
 	if err := changeHealth(consulAddr, rendered, o); err != nil {
-		return 0, err
+		return procmem.Usage{}, err
 	}
 	time.Sleep(o.settle) // a measurement window, not a wait for an event
-	return rss(pid)
+	return procmem.Of(pid)
 }
 
 // changeHealth takes instance 0 of one service after another out of service
@@ -347,23 +356,6 @@ func setInstanceHealth(client *api.Client, s int, status string) error {
 		Status: status, ServiceID: reg.Service.ID}
 	_, err := client.Catalog().Register(reg, nil)
 	return err
-}
-
-// rss is VmRSS of pid in kB.
-func rss(pid int) (int, error) { return statusField(pid, "VmRSS:") }
-
-// statusField reads one kB figure from /proc/pid/status.
-func statusField(pid int, name string) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == name {
-			return strconv.Atoi(f[1])
-		}
-	}
-	return 0, fmt.Errorf("no %s for pid %d", name, pid)
 }
 
 // childNamed finds the child of parent whose command name is name.

@@ -5,15 +5,19 @@
 //     (the replacement's first act is to report in over a unix socket);
 //   - shutdown: from SIGTERM to the supervisor's exit with 3 programs running
 //     (the children exit at once on SIGTERM, so this is the supervisor's own cost);
-//   - RSS of the supervisor process with 3 programs running, read after the
-//     crash/restart rounds (lbctl has released its start-up memory by then,
-//     see package memtrim, and paged back in what restarts use).
+//   - the supervisor's memory with 3 programs running, read after the
+//     crash/restart rounds from /proc/PID/smaps_rollup: anonymous memory
+//     (heap, stacks: what it costs), PSS, and RSS, whose file-backed rest is
+//     clean binary pages the kernel can reclaim.
+//
+// -lbctl takes several binaries, comma-separated (a static and a PIE build,
+// say); each is measured, directly and as PID 1, in the same run.
 //
 // The children are this binary itself ("child" mode), so both supervisors
 // start the same thing. supervisord is Debian's (apt-get install supervisor);
 // pass -install to have the bench install it when it is missing.
 //
-//	go run ./cmd/lbctl-bench-supervisor [-rounds 30] [-lbctl PATH] [-install]
+//	go run ./cmd/lbctl-bench-supervisor [-rounds 30] [-lbctl PATH[,PATH...]] [-install]
 package main
 
 import (
@@ -32,6 +36,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/lbctl/lbctl/internal/procmem"
 )
 
 func main() {
@@ -41,7 +47,7 @@ func main() {
 	}
 	rounds := flag.Int("rounds", 30, "crash/restart rounds per supervisor")
 	shutdowns := flag.Int("shutdowns", 5, "start/SIGTERM rounds per supervisor")
-	lbctl := flag.String("lbctl", "", "lbctl binary (default: go build ./cmd/lbctl)")
+	lbctl := flag.String("lbctl", "", "lbctl binaries, comma-separated (default: go build ./cmd/lbctl)")
 	install := flag.Bool("install", false, "apt-get install supervisor if supervisord is missing")
 	flag.Parse()
 	if err := run(*rounds, *shutdowns, *lbctl, *install); err != nil {
@@ -64,8 +70,7 @@ type result struct {
 	name              string
 	restarts          []time.Duration
 	shutdowns         []time.Duration
-	rssKB, anonKB     int
-	pssKB             int
+	mem               procmem.Usage
 	supervisorVersion string
 }
 
@@ -89,10 +94,21 @@ func run(rounds, shutdowns int, lbctl string, install bool) error {
 	if err != nil {
 		return err
 	}
-	subjects := []subject{lbctlSubject{bin: lbctl}, supervisordSubject{bin: supervisord}}
-	if _, err := exec.LookPath("unshare"); err == nil && os.Geteuid() == 0 {
-		subjects = slices.Insert(subjects, 1, subject(lbctlPID1Subject{lbctlSubject{bin: lbctl}}))
+	_, err = exec.LookPath("unshare")
+	asPID1 := err == nil && os.Geteuid() == 0
+	bins := strings.Split(lbctl, ",")
+	var subjects []subject
+	for _, bin := range bins {
+		l := lbctlSubject{bin: bin}
+		if len(bins) > 1 {
+			l.label = " (" + filepath.Base(bin) + ")"
+		}
+		subjects = append(subjects, l)
+		if asPID1 {
+			subjects = append(subjects, lbctlPID1Subject{l})
+		}
 	}
+	subjects = append(subjects, supervisordSubject{bin: supervisord})
 	baseline, err := directStarts(self, work, rounds)
 	if err != nil {
 		return fmt.Errorf("direct start: %w", err)
@@ -145,7 +161,7 @@ func (supervisordSubject) processes(cmd *exec.Cmd) ([]int, error) {
 // container: init and worker.
 type lbctlPID1Subject struct{ lbctlSubject }
 
-func (lbctlPID1Subject) name() string { return "lbctl as PID 1" }
+func (l lbctlPID1Subject) name() string { return "lbctl as PID 1" + l.label }
 func (l lbctlPID1Subject) command(dir string, programs map[string][]string) (*exec.Cmd, error) {
 	cmd, err := l.lbctlSubject.command(dir, programs)
 	if err != nil {
@@ -192,9 +208,10 @@ func childrenOf(pid int) []int {
 	return out
 }
 
-type lbctlSubject struct{ bin string }
+// lbctlSubject is lbctl run; label tells binaries apart when several are measured.
+type lbctlSubject struct{ bin, label string }
 
-func (lbctlSubject) name() string { return "lbctl" }
+func (l lbctlSubject) name() string { return "lbctl" + l.label }
 func (l lbctlSubject) version() string {
 	return "lbctl run (" + runtime.Version() + ")"
 }
@@ -369,12 +386,18 @@ func measure(s subject, self, work string, rounds, shutdowns int) (result, error
 			}
 			// Read after the restarts: steady state, with the code a
 			// restart runs paged in.
-			r.rssKB, r.anonKB = 0, 0
+			r.mem = procmem.Usage{}
 			for _, p := range procs {
-				rss, anon := rssKB(p)
-				r.rssKB += rss
-				r.anonKB += anon
-				r.pssKB += pssKB(p)
+				m, err := procmem.Of(p)
+				if err != nil {
+					cmd.Process.Kill()
+					cmd.Wait()
+					stop()
+					return r, err
+				}
+				r.mem.RSS += m.RSS
+				r.mem.PSS += m.PSS
+				r.mem.Anonymous += m.Anonymous
 			}
 		}
 		t0 := time.Now()
@@ -428,39 +451,6 @@ func waitCheckins(ch chan checkin, n int, keep func(checkin) bool) (map[string]c
 		}
 	}
 	return got, nil
-}
-
-// pssKB is a process's proportional set size: pages shared with other
-// processes (init and worker share the executable's) count by their share.
-func pssKB(pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "Pss:"); ok {
-			kb, _ := strconv.Atoi(strings.Fields(rest)[0])
-			return kb
-		}
-	}
-	return 0
-}
-
-// rssKB is a process's resident set and the anonymous part of it, in kB.
-func rssKB(pid int) (rss, anon int) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			rss, _ = strconv.Atoi(strings.Fields(rest)[0])
-		}
-		if rest, ok := strings.CutPrefix(line, "RssAnon:"); ok {
-			anon, _ = strconv.Atoi(strings.Fields(rest)[0])
-		}
-	}
-	return rss, anon
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {
@@ -526,9 +516,11 @@ func printTable(results []result, baseline []time.Duration, rounds, shutdowns in
 	row("crash -> replacement running, max", func(r result) string { return ms(slices.Max(r.restarts)) })
 	row(fmt.Sprintf("SIGTERM -> exit, 3 programs, p50 (%d runs)", shutdowns), func(r result) string { return ms(percentile(r.shutdowns, 0.5)) })
 	row("SIGTERM -> exit, 3 programs, max", func(r result) string { return ms(slices.Max(r.shutdowns)) })
-	row(fmt.Sprintf("RSS of the supervisor, 3 programs, after the %d restarts", rounds), func(r result) string { return fmt.Sprintf("%.1f MB", float64(r.rssKB)/1024) })
-	row("  of which anonymous (heap, stacks)", func(r result) string { return fmt.Sprintf("%.1f MB", float64(r.anonKB)/1024) })
-	row("PSS (shared pages counted once)", func(r result) string { return fmt.Sprintf("%.1f MB", float64(r.pssKB)/1024) })
+	mb := func(kb int) string { return fmt.Sprintf("%.1f MB", float64(kb)/1024) }
+	row(fmt.Sprintf("anonymous memory (heap, stacks), 3 programs, after the %d restarts", rounds), func(r result) string { return mb(r.mem.Anonymous) })
+	row("PSS (shared pages counted by their share)", func(r result) string { return mb(r.mem.PSS) })
+	row("RSS", func(r result) string { return mb(r.mem.RSS) })
+	row("  of which clean file-backed (reclaimable)", func(r result) string { return mb(r.mem.File()) })
 	tw.Flush()
 }
 

@@ -68,7 +68,10 @@ Exit codes (see lbctl --help): 0 clean stop, 1 an essential program failed
 			if err != nil {
 				return err
 			}
-			return runLB(cmd.Context(), opts)
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel() // ends runMemory's wait if runLB returns first
+			runMemory(ctx, opts.sup, log)
+			return runLB(ctx, opts)
 		},
 	}
 }
@@ -136,7 +139,6 @@ func loadPrograms(cfg *config.Config, log *slog.Logger) ([]supervisor.Program, e
 // runLB runs everything until ctx ends or an essential program fails: the
 // control socket, the metrics listener, signal handling and the supervisor.
 func runLB(ctx context.Context, o *runOptions) error {
-	setGCPercent()
 	if err := checkGates(programsGates(o.cfg), o.openGates); err != nil {
 		return configError(err)
 	}
@@ -160,7 +162,6 @@ func runLB(ctx context.Context, o *runOptions) error {
 		go func() { errc <- metrics.Serve(ctx, lis, metrics.Handler(o.registry, o.health()), o.log) }()
 	}
 	go o.handleSignals(ctx)
-	go o.releaseStartupMemory(ctx)
 	lbErr := make(chan error, 1)
 	o.startLoadBalancer(ctx, func(err error) { lbErr <- err; cancel() })
 	err = o.sup.Run(o.supervisorContext(ctx))

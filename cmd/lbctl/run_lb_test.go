@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -97,21 +94,7 @@ func TestRunServesRegistersAndDeregisters(t *testing.T) {
 
 // consulErrors reads lbctl_consul_errors_total from lbctl run's /metrics.
 func consulErrors(addr string) (float64, error) {
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "lbctl_consul_errors_total "); ok {
-			return strconv.ParseFloat(v, 64)
-		}
-	}
-	return 0, fmt.Errorf("no lbctl_consul_errors_total in:\n%s", b)
+	return testrig.Metric(addr, "lbctl_consul_errors_total")
 }
 
 // A real lbctl run counts its failed Consul requests: with Consul stopped

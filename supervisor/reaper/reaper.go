@@ -27,8 +27,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/lbctl/lbctl/internal/memtrim"
 )
 
 // WorkerEnv is set in the worker's environment so it does not become init again.
@@ -51,13 +49,6 @@ func RunInit(log *slog.Logger) int {
 		return 1
 	}
 	log.Debug("init: worker started", "pid", worker)
-	// From here init only waits and forwards: what its start-up mapped of the
-	// binary (the same pages the worker maps) and allocated is not needed.
-	if r, err := memtrim.Release(); err != nil {
-		log.Debug("init: release start-up memory", "err", err)
-	} else {
-		log.Debug("init: released start-up memory", "rss_before_kb", r.Before>>10, "rss_after_kb", r.After>>10)
-	}
 	for sig := range sigs {
 		s, ok := sig.(syscall.Signal)
 		if !ok {
