@@ -15,12 +15,12 @@ import (
 // dataTypes is what each screened dependency gives a template, as the
 // watcher hands it to the brain.
 var dataTypes = map[reflect.Type]reflect.Type{
-	reflect.TypeFor[*dep.HealthServiceQuery]():       reflect.TypeFor[[]*dep.HealthService](),
-	reflect.TypeFor[*dep.CatalogServicesQuery]():     reflect.TypeFor[[]*dep.CatalogSnippet](),
-	reflect.TypeFor[*dep.CatalogNodesQuery]():        reflect.TypeFor[[]*dep.Node](),
-	reflect.TypeFor[*dep.CatalogNodeQuery]():         reflect.TypeFor[*dep.CatalogNode](),
-	reflect.TypeFor[*dep.KVGetQuery]():               reflect.TypeFor[string](),
-	reflect.TypeFor[*dep.KVListQuery]():              reflect.TypeFor[[]*dep.KeyPair](),
+	reflect.TypeFor[*dep.HealthServiceQuery]():      reflect.TypeFor[[]*dep.HealthService](),
+	reflect.TypeFor[*dep.CatalogServicesQuery]():    reflect.TypeFor[[]*dep.CatalogSnippet](),
+	reflect.TypeFor[*dep.CatalogNodesQuery]():       reflect.TypeFor[[]*dep.Node](),
+	reflect.TypeFor[*dep.CatalogNodeQuery]():        reflect.TypeFor[*dep.CatalogNode](),
+	reflect.TypeFor[*dep.KVGetQuery]():              reflect.TypeFor[string](),
+	reflect.TypeFor[*dep.KVListQuery]():             reflect.TypeFor[[]*dep.KeyPair](),
 	reflect.TypeFor[*dep.CatalogDatacentersQuery](): reflect.TypeFor[[]string](),
 }
 
