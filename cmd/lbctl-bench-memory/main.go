@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/internal/freeport"
+	"github.com/lbctl/lbctl/internal/testrig"
 )
 
 type options struct {
@@ -39,7 +40,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.lbctl, "lbctl", "lbctl", "lbctl binary")
 	flag.StringVar(&o.consul, "consul", filepath.Join(cache, "consul-1.21.0", "consul"), "consul binary")
-	flag.StringVar(&o.consulTemplate, "consul-template", filepath.Join(cache, "consul-template-0.41.1", "consul-template"), "consul-template binary")
+	flag.StringVar(&o.consulTemplate, "consul-template", testrig.ConsulTemplatePath(), "consul-template binary")
 	flag.StringVar(&o.nginx, "nginx", "/usr/sbin/nginx", "nginx binary")
 	flag.StringVar(&o.supervisord, "supervisord", "/usr/bin/supervisord", "supervisord binary (Debian: apt-get install supervisor)")
 	flag.IntVar(&o.services, "services", 100, "services watched")
@@ -81,7 +82,7 @@ func run(o options) error {
 	fmt.Println("|---|---|")
 	fmt.Printf("| lbctl run (supervisor + renderer + reload controller) | %.1f MB (heap and stacks %.1f, binary pages %.1f) |\n",
 		mb(lb.anon+lb.file), mb(lb.anon), mb(lb.file))
-	fmt.Printf("| supervisord 4.2.5 + consul-template 0.41.1 | %.1f MB (%.1f + %.1f) |\n", mb(sd+ct), mb(sd), mb(ct))
+	fmt.Printf("| supervisord 4.2.5 + consul-template %s | %.1f MB (%.1f + %.1f) |\n", testrig.ConsulTemplateVersion, mb(sd+ct), mb(sd), mb(ct))
 	fmt.Printf("\nlbctl released its start-up memory once nginx was running: RSS %.1f MB -> %.1f MB.\n", mb(lb.releasedFrom), mb(lb.releasedTo))
 	return nil
 }

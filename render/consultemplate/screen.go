@@ -29,9 +29,10 @@ import (
 //	datacenters        *dep.CatalogDatacentersQuery a bad name is left out
 //
 // Everything else passes unchanged: caRoots and caLeaf (PEM from Consul's
-// own CA), partitions, peerings and exportedServices (written by operators
-// with operator or mesh write rights, not by whoever registers a service),
-// file (a local file). Vault and Nomad functions are refused (templates.go).
+// own CA), partitions, peerings, exportedServices and importedServices
+// (written by operators with operator or mesh write rights, not by whoever
+// registers a service), file (a local file). Vault and Nomad functions are
+// refused (templates.go).
 
 // leftOut is one thing screening kept from the templates, and why.
 type leftOut struct {
