@@ -13,6 +13,10 @@ type Template struct {
 	RightDelim string `yaml:"right_delimiter"`
 	// Perms is the destination's file mode (default 0644).
 	Perms uint32 `yaml:"perms"`
+	// RawConsulData gives the template Consul's data unscreened: without
+	// it, instances, nodes, names, tags, meta and KV values that carry
+	// nginx syntax are left out of what the template sees.
+	RawConsulData bool `yaml:"raw_consul_data"`
 }
 
 func validateTemplates(templates []Template, report reporter) {

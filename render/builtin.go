@@ -215,8 +215,8 @@ func serviceBlockOf(svc config.Service, split *splitView, instances []catalog.In
 // one per address its host resolves to.
 func upstreamServersOf(service string, in catalog.Instance, resolve Resolver) ([]upstreamServer, []Problem) {
 	problem := func(reason string) Problem { return Problem{service, in.ID, reason} }
-	if in.Port < 1 || in.Port > 65535 {
-		return nil, []Problem{problem(fmt.Sprintf("port %d is not 1-65535; instance left out", in.Port))}
+	if err := CheckPort(in.Port); err != nil {
+		return nil, []Problem{problem(err.Error() + "; instance left out")}
 	}
 	ips, err := addressIPs(in.Address, resolve)
 	if err != nil {
@@ -234,13 +234,14 @@ func upstreamServersOf(service string, in catalog.Instance, resolve Resolver) ([
 	return servers, problems
 }
 
-// addressIPs accepts an IP literal or a host name (resolved to its IPs, sorted).
+// addressIPs accepts what CheckAddress does: an IP literal, or a host name
+// (resolved to its IPs, sorted).
 func addressIPs(addr string, resolve Resolver) ([]string, error) {
-	if ip, err := netip.ParseAddr(addr); err == nil && ip.Zone() == "" {
-		return []string{ip.Unmap().String()}, nil
+	if err := CheckAddress(addr); err != nil {
+		return nil, fmt.Errorf("address %w", err)
 	}
-	if !isHostname(addr) {
-		return nil, fmt.Errorf("address %q is not an IP or a host name", addr)
+	if isIP(addr) {
+		return []string{netip.MustParseAddr(addr).Unmap().String()}, nil
 	}
 	if resolve == nil {
 		return nil, fmt.Errorf("host name %q cannot be resolved here", addr)
@@ -276,24 +277,10 @@ func weightOf(in catalog.Instance, problem func(string) Problem) (int, []Problem
 	return w, nil
 }
 
-var (
-	hostnameLabel = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
-	safeComment   = regexp.MustCompile(`^[A-Za-z0-9._:@-]{1,128}$`)
-)
-
-// isHostname is RFC 1123: dot-separated labels of letters, digits and inner hyphens.
-func isHostname(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	labels := bytes.Split([]byte(s), []byte("."))
-	for _, l := range labels {
-		if !hostnameLabel.Match(l) {
-			return false
-		}
-	}
-	return true
-}
+// safeComment is the built-in template's own, narrower rule for the one
+// value it prints in a comment (a service ID): a plain ID, not merely free
+// of nginx syntax (CheckPlain), so the comment reads the same everywhere.
+var safeComment = regexp.MustCompile(`^[A-Za-z0-9._:@-]{1,128}$`)
 
 // nginxDuration writes d in nginx's time syntax ("60s", "1500ms").
 func nginxDuration(d time.Duration) string {

@@ -7,7 +7,7 @@ set -euo pipefail
 CACHE="${LBCTL_CACHE:-$HOME/.cache/lbctl}"
 CONSUL_VERSION=1.21.0
 CONSUL_BIN="$CACHE/consul-$CONSUL_VERSION/consul"
-CT_VERSION=0.41.1
+CT_VERSION=0.43.0
 CT_BIN="$CACHE/consul-template-$CT_VERSION/consul-template"
 
 log() { echo "install-deps: $*" >&2; }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/lbctl/lbctl/internal/freeport"
 	"github.com/lbctl/lbctl/internal/procmem"
+	"github.com/lbctl/lbctl/internal/testrig"
 )
 
 type options struct {
@@ -44,7 +45,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.lbctl, "lbctl", "lbctl", "lbctl binaries, comma-separated")
 	flag.StringVar(&o.consul, "consul", filepath.Join(cache, "consul-1.21.0", "consul"), "consul binary")
-	flag.StringVar(&o.consulTemplate, "consul-template", filepath.Join(cache, "consul-template-0.41.1", "consul-template"), "consul-template binary")
+	flag.StringVar(&o.consulTemplate, "consul-template", testrig.ConsulTemplatePath(), "consul-template binary")
 	flag.StringVar(&o.nginx, "nginx", "/usr/sbin/nginx", "nginx binary")
 	flag.StringVar(&o.supervisord, "supervisord", "/usr/bin/supervisord", "supervisord binary (Debian: apt-get install supervisor)")
 	flag.IntVar(&o.services, "services", 100, "services watched")
@@ -93,7 +94,7 @@ func run(o options) error {
 			filepath.Base(lb.bin), mb(lb.m.Anonymous), mb(lb.m.PSS), mb(lb.m.RSS), mb(lb.m.File()))
 	}
 	sum := procmem.Usage{RSS: sd.RSS + ct.RSS, PSS: sd.PSS + ct.PSS, Anonymous: sd.Anonymous + ct.Anonymous}
-	fmt.Printf("| supervisord 4.2.5 + consul-template 0.41.1 | %.1f MB (%.1f + %.1f) | %.1f MB | %.1f MB (%.1f) |\n",
+	fmt.Printf("| supervisord 4.2.5 + consul-template %s | %.1f MB (%.1f + %.1f) | %.1f MB | %.1f MB (%.1f) |\n", testrig.ConsulTemplateVersion,
 		mb(sum.Anonymous), mb(sd.Anonymous), mb(ct.Anonymous), mb(sum.PSS), mb(sum.RSS), mb(sum.File()))
 	fmt.Println("\nlbctl returned its start-up heap to the kernel once nginx was running (its log line):")
 	for _, lb := range lbs {

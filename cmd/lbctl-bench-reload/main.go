@@ -16,7 +16,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -38,8 +37,8 @@ type benchOptions struct {
 func main() {
 	o := benchOptions{}
 	flag.IntVar(&o.rounds, "rounds", 50, "Consul changes to measure")
-	flag.StringVar(&o.consulTemplate, "consul-template",
-		filepath.Join(testrig.CacheDir(), "consul-template-0.41.1", "consul-template"), "consul-template v0.41.1 binary")
+	flag.StringVar(&o.consulTemplate, "consul-template", testrig.ConsulTemplatePath(),
+		"consul-template v"+testrig.ConsulTemplateVersion+" binary")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "give up on a round after this long")
 	flag.DurationVar(&o.gap, "gap", 600*time.Millisecond, "pause between rounds (more than lbctl's wait.between_reloads, so each round is one change on a quiet load balancer)")
 	flag.DurationVar(&o.window, "window", 250*time.Millisecond, "keep probing this long after the new backend first answers")
@@ -161,9 +160,10 @@ func printTable(w io.Writer, o benchOptions, lat latencies) {
 	fmt.Fprintf(w, "| %-42s | %-26s | %8s | %8s | %8s | %8s |\n", "pipeline", "measured", "p50", "p90", "p99", "max")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|\n", dash(44), dash(28), dash(10), dash(10), dash(10), dash(10))
 	row(w, "lbctl (nginx -t, swap, SIGHUP, confirm)", "every new call on new", lat.lbctl.all)
-	row(w, "consul-template v0.41.1 + nginx -s reload", "every new call on new", lat.consulTemplate.all)
+	ct := "consul-template v" + testrig.ConsulTemplateVersion + " + nginx -s reload"
+	row(w, ct, "every new call on new", lat.consulTemplate.all)
 	row(w, "lbctl (nginx -t, swap, SIGHUP, confirm)", "first call on new", lat.lbctl.first)
-	row(w, "consul-template v0.41.1 + nginx -s reload", "first call on new", lat.consulTemplate.first)
+	row(w, ct, "first call on new", lat.consulTemplate.first)
 	fmt.Fprintf(w, "\nevery new call on the new upstream: lbctl is %.1fx faster at p50, %.1fx at p99\n",
 		ratio(lat.consulTemplate.all, lat.lbctl.all, 50), ratio(lat.consulTemplate.all, lat.lbctl.all, 99))
 	fmt.Fprintf(w, "first call on the new upstream:     lbctl is %.1fx faster at p50, %.1fx at p99\n",

@@ -2,8 +2,10 @@
 // unchanged, with consul-template itself used as a library: its template
 // package (every template function, parsing, execution), its watch package
 // (blocking queries with stale reads, index and equality checks) and its
-// dependency package (the Consul client). It renders in memory and hands
-// complete sets of files to its caller; it never writes files.
+// dependency package (the Consul client). What templates see of Consul is
+// screened first (screen.go) unless a template has raw_consul_data. It
+// renders in memory and hands complete sets of files to its caller; it
+// never writes files.
 package consultemplate
 
 import (

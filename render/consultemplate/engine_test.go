@@ -515,3 +515,49 @@ func TestRunKeepsLastOutputWhileTemplateFails(t *testing.T) {
 		}
 	}
 }
+
+// issue16Address is the registration of docs issue 16, item 1: rendered
+// verbatim by the seed template it closes the upstream and adds a server
+// that lists / on port 9999, and nginx -t accepts it.
+const issue16Address = "10.9.9.9:1; } server { listen 127.0.0.1:9999; location / { root /; autoindex on; } } upstream x { server 10.9.9.9"
+
+func TestOnceScreensConsulData(t *testing.T) {
+	c := testrig.StartConsul(t)
+	registerHello(c, "hello-good", "127.0.0.1", 7501, nil)
+	registerHello(c, "hello-attack", issue16Address, 7502, nil)
+	c.Register(&api.AgentServiceRegistration{ID: "hello-tagged", Name: "hello_server", Address: "127.0.0.1", Port: 7503,
+		Tags: []string{"grpc", "x; }"}})
+
+	var logs bytes.Buffer
+	// One engine, both kinds: the same query feeds a screened template and
+	// one that opted out.
+	screened, raw := templateConfig(t, seedTemplate), templateConfig(t, seedTemplate)
+	raw.RawConsulData = true
+	e, err := New([]config.Template{screened, raw}, config.Consul{Address: c.Addr},
+		slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := onceFiles(t, e)
+	out := string(files[0].Data)
+	if !strings.Contains(out, "server 127.0.0.1:7501;") || strings.Contains(out, "9999") || strings.Contains(out, ":7503") {
+		t.Fatalf("want only the good instance, got\n%s", out)
+	}
+	for _, want := range []string{"service_id=hello-attack", `is not an IP or a host name`, "service_id=hello-tagged", "carries nginx syntax"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
+		}
+	}
+	n := testrig.NewNginx(t)
+	if err := n.TestWith("grpc.conf", out); err != nil {
+		t.Errorf("nginx -t: %v\n%s", err, out)
+	}
+
+	// Opted out, the template gets what consul-template gives it: the hole.
+	if !strings.Contains(string(files[1].Data), "listen 127.0.0.1:9999;") {
+		t.Fatalf("raw_consul_data: want the registration verbatim, got\n%s", files[1].Data)
+	}
+	if want := renderWithConsulTemplate(t, c.Addr, seedTemplate); !bytes.Equal(files[1].Data, want) {
+		t.Errorf("raw_consul_data: lbctl rendered\n%s\nconsul-template rendered\n%s", files[1].Data, want)
+	}
+}

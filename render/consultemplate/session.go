@@ -21,17 +21,21 @@ import (
 const drainAfterStop = 5 * time.Second
 
 // session is one Run or Once: its own watcher (one blocking query per
-// dependency the templates use) and brain (the latest data of each).
+// dependency the templates use) and brains (the latest data of each):
+// screened for templates without raw_consul_data, as Consul gave it for
+// those with. A brain no template reads is nil.
 type session struct {
-	e       *Engine
-	once    bool
-	watcher *watch.Watcher
-	brain   *cttemplate.Brain
-	states  []templateState
-	watched map[string]dep.Dependency
-	log     *slog.Logger
-	done    chan struct{} // closed by stop
-	quiet   chan struct{} // closed when the drainer has stopped logging
+	e        *Engine
+	once     bool
+	watcher  *watch.Watcher
+	screened *cttemplate.Brain
+	raw      *cttemplate.Brain
+	leftOut  map[string][]leftOut // by dependency: what screening left out of its last data
+	states   []templateState
+	watched  map[string]dep.Dependency
+	log      *slog.Logger
+	done     chan struct{} // closed by stop
+	quiet    chan struct{} // closed when the drainer has stopped logging
 
 	mu        sync.Mutex
 	lastError error // the last error Consul gave, for Once's failure message
@@ -58,15 +62,30 @@ func (e *Engine) newSession(once bool) *session {
 			RetryFuncConsul:    retry,
 			RetryFuncDefault:   retry,
 		}),
-		brain:   cttemplate.NewBrain(),
+		leftOut: map[string][]leftOut{},
 		states:  make([]templateState, len(e.templates)),
 		watched: map[string]dep.Dependency{},
 		log:     e.log,
 		done:    make(chan struct{}),
 		quiet:   make(chan struct{}),
 	}
+	for _, t := range e.templates {
+		if t.cfg.RawConsulData && s.raw == nil {
+			s.raw = cttemplate.NewBrain()
+		} else if !t.cfg.RawConsulData && s.screened == nil {
+			s.screened = cttemplate.NewBrain()
+		}
+	}
 	go s.drainServerErrors()
 	return s
+}
+
+// brain is the data t reads.
+func (s *session) brain(t *loadedTemplate) *cttemplate.Brain {
+	if t.cfg.RawConsulData {
+		return s.raw
+	}
+	return s.screened
 }
 
 // stop ends every query of the session. Nothing is logged after it returns.
@@ -101,7 +120,7 @@ func (s *session) renderAll() ([][]byte, error) {
 // last output while it fails or waits for new dependencies, as
 // consul-template leaves its file alone then.
 func (s *session) renderOne(t *loadedTemplate, st *templateState) ([]byte, bool, error) {
-	res, err := t.ct.Execute(&cttemplate.ExecuteInput{Brain: s.brain})
+	res, err := t.ct.Execute(&cttemplate.ExecuteInput{Brain: s.brain(t)})
 	if err != nil {
 		err = s.e.redact(locate(t.cfg.Source, err))
 		if s.once || st.used == nil {
@@ -155,8 +174,13 @@ func (s *session) unwatchUnused() {
 	for key, d := range s.watched {
 		if !used[key] {
 			s.watcher.Remove(d)
-			s.brain.Forget(d)
+			for _, b := range []*cttemplate.Brain{s.screened, s.raw} {
+				if b != nil {
+					b.Forget(d)
+				}
+			}
 			delete(s.watched, key)
+			delete(s.leftOut, key)
 		}
 	}
 }
@@ -189,12 +213,33 @@ func (s *session) rememberQueued() {
 	}
 }
 
-// remember stores a view's data, unless its query was stopped meanwhile.
+// remember stores a view's data, unless its query was stopped meanwhile:
+// as it is for raw templates, screened for the others.
 func (s *session) remember(v *watch.View) {
-	if _, ok := s.watched[v.Dependency().String()]; !ok {
+	d, data := v.Dependency(), v.Data()
+	if _, ok := s.watched[d.String()]; !ok {
 		return
 	}
-	s.brain.Remember(v.Dependency(), v.Data())
+	if s.raw != nil {
+		s.raw.Remember(d, data)
+	}
+	if s.screened != nil {
+		kept, out := screen(d, data)
+		s.logLeftOut(d, out)
+		s.screened.Remember(d, kept)
+	}
+}
+
+// logLeftOut logs what screening left out of d's data, each only the first
+// time in a row it occurs (not again on every change of d's data).
+func (s *session) logLeftOut(d dep.Dependency, out []leftOut) {
+	before := s.leftOut[d.String()]
+	for _, l := range out {
+		if !slices.Contains(before, l) {
+			s.log.Warn("left out of what templates see", "query", d.String(), l.kind, l.id, "why", l.why)
+		}
+	}
+	s.leftOut[d.String()] = out
 }
 
 // drainServerErrors logs each failed Consul query (the view retries it
