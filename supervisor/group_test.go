@@ -34,6 +34,7 @@ func crashAndRestart(t *testing.T, h *harness, child *atomic.Int64, atRestart *a
 	t.Helper()
 	first := h.waitState("parent", Running).PID
 	h.waitOutput(ready)
+	h.waitOutput("parent | child ") // the two shells print in either order
 	child.Store(int64(childPID(t, h.out.String(), "parent | child ")))
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
