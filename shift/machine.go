@@ -282,9 +282,7 @@ func (r *Runner) interrupt() error {
 	}
 	reason := fmt.Sprintf("interrupted at step %d/%d; split left at %s %d%% / %s %d%%",
 		r.split.Step, len(r.Plan.Steps), r.Plan.From, r.split.FromPercent(), r.Plan.To, r.split.ToPercent())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err := r.write(ctx, r.split, Interrupted, reason)
+	err := r.write(context.Background(), r.split, Interrupted, reason)
 	r.emit(Event{Kind: Stopped, Split: r.split, Err: err})
 	if err != nil {
 		return fmt.Errorf("%w (%s), and recording that failed: %v", ErrInterrupted, reason, err)
@@ -292,8 +290,16 @@ func (r *Runner) interrupt() error {
 	return fmt.Errorf("%w: %s", ErrInterrupted, reason)
 }
 
+// writeTimeout bounds one write of the split.
+const writeTimeout = 10 * time.Second
+
 // write saves s with state and reason as a CAS on the last index written.
+// Ctrl-C (ctx ending) does not cut a write short: Consul may have applied
+// it with its answer still on the way, and the runner would then not know
+// which split is live (it would report "not touched" over a live 10%).
 func (r *Runner) write(ctx context.Context, s Split, state State, reason string) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+	defer cancel()
 	s.State, s.Reason, s.UpdatedAt = state, reason, time.Now().UTC()
 	index, err := r.Store.Save(ctx, s, r.index)
 	if err != nil {

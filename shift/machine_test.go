@@ -272,3 +272,38 @@ func TestRunnerCtrlCWhileAGateBeginsIsAnInterruptionNotARollback(t *testing.T) {
 		}
 	})
 }
+
+// lostAnswerStore applies the first step's write, then Ctrl-C arrives before
+// its answer is back: a Save that honoured the cancelled context would
+// report a failure for a write Consul made.
+type lostAnswerStore struct {
+	*memStore
+	ctrlC func()
+}
+
+func (l *lostAnswerStore) Save(ctx context.Context, s Split, index uint64) (uint64, error) {
+	i, err := l.memStore.Save(ctx, s, index)
+	if err == nil && s.State == Running && s.Step == 1 {
+		l.ctrlC()
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+	}
+	return i, err
+}
+
+func TestCtrlCDuringAStepWriteStillRecordsTheInterruptedStep(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		r, store, _ := newTestRunner([]int{10, 100}, func(int, bool) (bool, error) { return true, nil })
+		r.Store = &lostAnswerStore{memStore: store, ctrlC: cancel}
+		split, err := r.Run(ctx)
+		if !errors.Is(err, ErrInterrupted) || split.Step != 1 {
+			t.Fatalf("got step %d, %v; want interrupted at step 1", split.Step, err)
+		}
+		if got, want := store.trail(), "10:running 10:interrupted"; got != want {
+			t.Fatalf("writes: %s, want %s", got, want)
+		}
+	})
+}
