@@ -300,9 +300,11 @@ func TestRegisterRunsTheAppAndDrains(t *testing.T) {
 		}
 		return meta.LastIndex
 	}()
-	testrig.WaitFor(t, 5*time.Second, "lb-1 to apply the registration", func() error {
+	// Each try blocks until lb-1 confirms (or 5s); it returns at once while
+	// lb-1 has published nothing yet.
+	testrig.WaitFor(t, 15*time.Second, "lb-1 to apply the registration", func() error {
 		res, err := lbstate.NewWaiter(c.Client, o.log).Wait(context.Background(),
-			lbstate.Target{Service: "greeter", Tags: []string{"blue"}, Index: passingIndex}, time.Millisecond)
+			lbstate.Target{Service: "greeter", Tags: []string{"blue"}, Index: passingIndex}, 5*time.Second)
 		if err == nil && len(res.Confirmed) != 1 {
 			return errors.New("not applied yet")
 		}

@@ -210,7 +210,8 @@ func waitApplied(t *testing.T, c *testrig.Consul, log *slog.Logger, passing int)
 		if len(entries) != passing {
 			return fmt.Errorf("%d passing", len(entries))
 		}
-		res, err := lbstate.NewWaiter(c.Client, log).Wait(context.Background(), lbstate.Target{Service: "greeter", Index: meta.LastIndex}, time.Millisecond)
+		// Blocks until lb-1 confirms (or 5s); at once while it has published nothing.
+		res, err := lbstate.NewWaiter(c.Client, log).Wait(context.Background(), lbstate.Target{Service: "greeter", Index: meta.LastIndex}, 5*time.Second)
 		if err == nil && len(res.Confirmed) != 1 {
 			return errors.New("not confirmed by lb-1")
 		}
