@@ -175,7 +175,7 @@ func TestWaiterConsulDownTimesOutWithTheReason(t *testing.T) {
 	}
 	w := NewWaiter(client, quiet)
 	w.RetryMin, w.RetryMax = time.Millisecond, 10*time.Millisecond
-	res, err := w.Wait(context.Background(), Target{Service: "greeter", Index: 5}, 200*time.Millisecond)
+	res, err := w.Wait(context.Background(), Target{Service: "greeter", Index: 5}, 2*time.Second) // time for a first refused connection on a loaded machine
 	if err != nil || !res.TimedOut || res.LastErr == nil {
 		t.Fatalf("Wait = %+v, %v; want a timeout carrying the last Consul error", res, err)
 	}
