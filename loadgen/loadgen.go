@@ -203,3 +203,18 @@ func describe(err error) string {
 	}
 	return err.Error()
 }
+
+// Start runs the load in the background until the returned stop is called;
+// stop ends it, waits for the calls in flight and returns the report. Calling
+// stop again returns the same report.
+func (g *Gen) Start() (stop func() Report) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan Report, 1)
+	go func() { rep, _ := g.Run(ctx); done <- rep }()
+	var once sync.Once
+	var rep Report
+	return func() Report {
+		once.Do(func() { cancel(); rep = <-done })
+		return rep
+	}
+}

@@ -113,10 +113,8 @@ func TestRunKilledNginxMasterLeavesNoOrphansAndFollowsConsulAgain(t *testing.T) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	loadCtx, stopLoad := context.WithCancel(context.Background())
-	loadDone := make(chan loadgen.Report, 1)
-	go func() { r, _ := gen.Run(loadCtx); loadDone <- r }()
-	t.Cleanup(stopLoad)
+	stopLoad := gen.Start()
+	t.Cleanup(func() { stopLoad() })
 	testrig.WaitFor(t, 10*time.Second, "load flowing", func() error {
 		if r := gen.Snapshot(); r.Calls < 200 {
 			return fmt.Errorf("%d calls", r.Calls)
@@ -171,8 +169,7 @@ func TestRunKilledNginxMasterLeavesNoOrphansAndFollowsConsulAgain(t *testing.T) 
 	c.Deregister("greeter-alpha")
 	testrig.ExpectOnly(t, lb, "beta", 10, 10*time.Second)
 	changeServed := time.Since(changed)
-	stopLoad()
-	after := <-loadDone
+	after := stopLoad()
 
 	testrig.WaitFor(t, 20*time.Second, "nginx RUNNING again", func() error {
 		if st := nginxStatus(t, socket); st.State != supervisor.Running {

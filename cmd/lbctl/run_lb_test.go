@@ -156,9 +156,7 @@ func TestSIGHUPAppliesServicesAndRefusesAnInvalidFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loadCtx, stopLoad := context.WithCancel(context.Background())
-	load := make(chan loadgen.Report, 1)
-	go func() { rep, _ := gen.Run(loadCtx); load <- rep }()
+	stopLoad := gen.Start()
 	defer stopLoad()
 
 	billing := testrig.LoopbackAddr(testrig.FreePort(t))
@@ -182,8 +180,7 @@ func TestSIGHUPAppliesServicesAndRefusesAnInvalidFile(t *testing.T) {
 	}
 	testrig.ExpectInstance(t, billing, "beta", 10*time.Second)
 	testrig.ExpectInstance(t, lb, "alpha", 10*time.Second)
-	stopLoad()
-	rep := <-load
+	rep := stopLoad()
 	t.Logf("load across both SIGHUPs: %d calls, %d failed", rep.Calls, rep.Failures)
 	if rep.Calls == 0 || rep.Failures != 0 {
 		t.Fatalf("load saw failures: %+v", rep)

@@ -284,23 +284,19 @@ func startLoad(t *testing.T, o loadgen.Options) *runningLoad {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &runningLoad{Gen: g, cancel: cancel, done: make(chan loadgen.Report, 1)}
-	go func() { rep, _ := g.Run(ctx); l.done <- rep }()
-	t.Cleanup(cancel)
+	l := &runningLoad{Gen: g, stop: g.Start()}
+	t.Cleanup(func() { l.stop() })
 	return l
 }
 
 type runningLoad struct {
 	*loadgen.Gen
-	cancel context.CancelFunc
-	done   chan loadgen.Report
+	stop func() loadgen.Report
 }
 
 func stopLoad(t *testing.T, l *runningLoad) loadgen.Report {
 	t.Helper()
-	l.cancel()
-	return <-l.done
+	return l.stop()
 }
 
 func waitCalls(t *testing.T, l *runningLoad, n int64) {

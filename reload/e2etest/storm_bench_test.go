@@ -44,9 +44,7 @@ func reloadsUnderLoad(b *testing.B, gap time.Duration) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan loadgen.Report, 1)
-	go func() { rep, _ := gen.Run(ctx); done <- rep }()
+	stopLoad := gen.Start()
 	testrig.WaitFor(b, 10*time.Second, "calls through nginx", func() error {
 		if s := gen.Snapshot(); s.Calls < 100 || s.Failures > 0 {
 			return fmt.Errorf("%d calls, %d failed", s.Calls, s.Failures)
@@ -62,8 +60,7 @@ func reloadsUnderLoad(b *testing.B, gap time.Duration) {
 		time.Sleep(gap) // the pause under test, not a wait for an event
 	}
 	b.StopTimer()
-	cancel()
-	rep := <-done
+	rep := stopLoad()
 	b.ReportMetric(float64(rep.Failures), "failed-calls")
 	b.ReportMetric(float64(rep.Calls), "calls")
 	b.Logf("gap %s: %d reloads, %d calls, %d failed %v", gap, b.N, rep.Calls, rep.Failures, rep.Errors)
