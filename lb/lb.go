@@ -55,6 +55,7 @@ type Supervisor interface {
 	PID(name string) int
 	Changes() <-chan struct{}
 	OpenGate(name string)
+	BeforeStart(name string, hook func() error)
 }
 
 // Options are the load balancer's dependencies; every field may be left zero.
@@ -106,6 +107,9 @@ type LB struct {
 	publisher *lbstate.Publisher   // nil with RenderOnly
 	registrar *registrar.Registrar // nil without a register: section, or with RenderOnly
 	id        string
+	// live: instance changes are pushed to nginx's Lua balancer
+	// (nginx.live_upstreams, and nginx has the Lua module).
+	live bool
 	// applied holds the newest Consul indexes nginx serves, for the
 	// publisher (capacity 1, newest wins): the reload controller hands them
 	// over without waiting for Consul.
@@ -117,7 +121,9 @@ type LB struct {
 	rendered   *config.Config
 	newEngines chan *render.Engine
 
-	startOnce sync.Once
+	liveDirOnce sync.Once
+	liveDirErr  error
+	startOnce   sync.Once
 	startErr  error // Start's outcome
 }
 
@@ -148,11 +154,6 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 			return nil, fmt.Errorf("lb_id: no host name to default to: %w", err)
 		}
 	}
-	engine, err := l.newEngine(cfg)
-	if err != nil {
-		return nil, err
-	}
-	l.engine, l.rendered = engine, cfg
 	l.reload = reload.New(reload.Options{
 		Nginx:        cfg.Nginx,
 		MasterPID:    l.masterPID(),
@@ -161,7 +162,17 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 		Log:          opts.Log,
 		OnApplied:    l.onApplied,
 		Destinations: l.destinations(),
+		Live:         livePusher(cfg.Nginx),
 	})
+	l.live = cfg.Nginx.LiveUpstreams && !l.withoutLuaModule()
+	engine, err := l.newEngine(cfg)
+	if err != nil {
+		return nil, err
+	}
+	l.engine, l.rendered = engine, cfg
+	if l.live && opts.Supervisor != nil {
+		opts.Supervisor.BeforeStart(cfg.Nginx.Program, func() error { return removeStaleSocket(cfg.Nginx) })
+	}
 	if opts.RenderOnly {
 		return l, nil
 	}
@@ -180,6 +191,11 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 // services (its errors counted), the splits of lbctl shift, and
 // consul-template for the templates.
 func (l *LB) newEngine(cfg *config.Config) (*render.Engine, error) {
+	if cfg.Nginx.LiveUpstreams && !l.live {
+		reloadMode := *cfg
+		reloadMode.Nginx.LiveUpstreams = false
+		cfg = &reloadMode
+	}
 	watcher := catalog.NewWatcher(l.client, render.Queries(cfg.Services), l.opts.Log)
 	watcher.OnError = func(catalog.Query, error) { l.m.ConsulErrors.Inc() }
 	if l.opts.ConsulMaxBackoff > 0 {
@@ -233,6 +249,9 @@ func (l *LB) Once(ctx context.Context) (render.Update, error) { return l.current
 // Apply validates u with nginx -t, writes the files whose bytes changed and,
 // when an nginx master is known, reloads it and confirms (reload.Controller.Apply).
 func (l *LB) Apply(ctx context.Context, u render.Update) (reload.Result, error) {
+	if err := l.ensureLiveDir(); err != nil {
+		return reload.Result{}, err
+	}
 	return l.reload.Apply(ctx, u)
 }
 
@@ -265,13 +284,16 @@ func (l *LB) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := l.ensureLiveDir(); err != nil {
+		return err
+	}
 	if l.opts.Supervisor != nil {
 		l.opts.Supervisor.OpenGate(FirstRenderGate)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() { cancel(); wg.Wait() }()
-	errc := make(chan error, 6)
+	errc := make(chan error, 7)
 	run := func(f func(context.Context) error) { wg.Go(func() { errc <- f(ctx) }) }
 	updates := make(chan render.Update, 1)
 	run(func(ctx context.Context) error { return l.runEngines(ctx, updates) })
@@ -285,6 +307,9 @@ func (l *LB) Run(ctx context.Context) error {
 	}
 	if l.registrar != nil {
 		run(l.registerWhenNginxRuns)
+	}
+	if l.live && l.opts.Supervisor != nil {
+		run(l.resyncOnNginxRestart)
 	}
 	for {
 		select {

@@ -34,6 +34,9 @@ func (l *LB) Start(ctx context.Context) (reload.Result, error) {
 }
 
 func (l *LB) firstRender(ctx context.Context) (reload.Result, error) {
+	if err := l.ensureLiveDir(); err != nil {
+		return reload.Result{}, err
+	}
 	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		octx, cancel := context.WithTimeout(ctx, 5*time.Second)

@@ -36,6 +36,11 @@ type Metrics struct {
 	LastReload *Gauge
 	// ConsulErrors counts failed Consul requests; any component may add to it.
 	ConsulErrors *Counter
+	// LiveUpdates counts pushes of live upstreams to nginx by outcome.
+	LiveUpdates *CounterVec
+	// ChangeToLive is the time from a Consul change being seen to nginx
+	// confirmed holding the live upstreams that reflect it (read back).
+	ChangeToLive *Histogram
 }
 
 // New creates the metrics and registers them with reg.
@@ -54,11 +59,16 @@ func New(reg *Registry) *Metrics {
 			[]float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 120, 300}),
 		LastReload:   NewGauge("lbctl_last_reload_timestamp_seconds", "Unix time of the last confirmed nginx reload."),
 		ConsulErrors: NewCounter("lbctl_consul_errors_total", "Failed Consul requests."),
+		LiveUpdates:  NewCounterVec("lbctl_live_updates_total", "Pushes of live upstreams to nginx by outcome.", "outcome"),
+		ChangeToLive: NewHistogram("lbctl_change_to_live_seconds",
+			"Time from a Consul change being seen to nginx confirmed holding the live upstreams that reflect it.",
+			[]float64{.0005, .001, .002, .003, .005, .0075, .01, .025, .05, .1, .25, 1}),
 	}
 	reg.MustRegister(m.Renders, m.Reloads, m.ValidationFailures, m.ChangeToServing, m.OldGenerations,
-		m.OldWorkers, m.OldGenerationLifetime, m.LastReload, m.ConsulErrors)
+		m.OldWorkers, m.OldGenerationLifetime, m.LastReload, m.ConsulErrors, m.LiveUpdates, m.ChangeToLive)
 	for _, o := range []string{OutcomeApplied, OutcomeRejected, OutcomeTimedOut, OutcomeFailed, OutcomeWritten, OutcomeUnchanged} {
 		m.Reloads.WithLabelValues(o) // expose every outcome at 0 from the start
+		m.LiveUpdates.WithLabelValues(o)
 	}
 	return m
 }

@@ -103,7 +103,8 @@ func TestExpositionParsesBack(t *testing.T) {
 		"lbctl_nginx_old_generations": dto.MetricType_GAUGE, "lbctl_nginx_old_workers": dto.MetricType_GAUGE,
 		"lbctl_nginx_old_generation_lifetime_seconds": dto.MetricType_HISTOGRAM,
 		"lbctl_last_reload_timestamp_seconds":         dto.MetricType_GAUGE, "lbctl_consul_errors_total": dto.MetricType_COUNTER,
-		"lbctl_program_state": dto.MetricType_GAUGE,
+		"lbctl_program_state":      dto.MetricType_GAUGE,
+		"lbctl_live_updates_total": dto.MetricType_COUNTER, "lbctl_change_to_live_seconds": dto.MetricType_HISTOGRAM,
 	}
 	for name, typ := range wantTypes {
 		if got := families[name].GetType(); got != typ {

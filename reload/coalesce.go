@@ -51,6 +51,9 @@ func (c *coalescer) due() (at time.Time, ok bool) {
 	return at, true
 }
 
+// waiting says whether an update is pending.
+func (c *coalescer) waiting() bool { return c.pending != nil }
+
 // reloadedAt records that nginx reloaded at t: the next update waits for gap.
 func (c *coalescer) reloadedAt(t time.Time) { c.reloaded = t }
 

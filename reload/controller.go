@@ -64,6 +64,10 @@ type Options struct {
 	// to Nginx.Config) are removed; only lbctl's own names are touched
 	// (atomicfile.RemoveStale).
 	Destinations []string
+	// Live pushes updates' live upstreams (render.Update.Live) to nginx's
+	// Lua balancer; nil in reload mode. An update whose files are the ones
+	// nginx already has is pushed at once, with no coalescing and no reload.
+	Live LivePusher
 }
 
 // Controller applies renders to nginx, one at a time.
@@ -76,6 +80,7 @@ type Controller struct {
 	gens     *generations
 
 	mu      sync.Mutex // serializes Apply
+	live    liveState
 	cleanup sync.Once  // removeStaleTemps, before anything is staged
 	healthy atomic.Pointer[error]
 }
@@ -135,6 +140,10 @@ type Result struct {
 	ConfirmedAt time.Time
 	// OldWorkers and NewWorkers are the pids of the replaced and new generation.
 	OldWorkers, NewWorkers []int
+	// Live is how the push of the update's live upstreams ended ("" when it
+	// has none), and LivePush how long it took, read-back included.
+	Live     Outcome
+	LivePush time.Duration
 }
 
 // Apply takes one update through validate, swap, signal and confirm, now.
@@ -148,7 +157,13 @@ func (c *Controller) Apply(ctx context.Context, u render.Update) (Result, error)
 	defer c.mu.Unlock()
 	res, err := c.apply(ctx, u)
 	c.m.Reloads.WithLabelValues(string(res.Outcome)).Inc()
+	if res.Live != "" {
+		c.m.LiveUpdates.WithLabelValues(string(res.Live)).Inc()
+	}
 	c.record(u, res, err)
+	if err == nil {
+		c.live.files, c.live.last = u.Files, &u
+	}
 	return res, err
 }
 
@@ -178,8 +193,42 @@ func (c *Controller) apply(ctx context.Context, u render.Update) (Result, error)
 	}
 	if len(changed) == 0 {
 		res.Outcome = Unchanged
+		return c.pushLive(ctx, u, res, true)
+	}
+	if u.Live != nil {
+		// Upstreams the new files add find their peers at once. Not fatal:
+		// an nginx without the push socket yet (it ran without live
+		// upstreams) loads the seed file written here when it reloads.
+		if _, err := c.pushLive(ctx, u, res, false); err != nil {
+			c.log.Warn("live upstreams not pushed before the reload; nginx loads them from the seed file", "err", err)
+		}
+	}
+	res, err = c.validateAndSwap(ctx, changed, previous, res)
+	if res.Outcome != Applied || u.Live == nil {
+		return res, err
+	}
+	return c.pushLive(ctx, u, res, true)
+}
+
+// pushLive pushes u's live upstreams, if any, into res.
+func (c *Controller) pushLive(ctx context.Context, u render.Update, res Result, prune bool) (Result, error) {
+	if u.Live == nil {
 		return res, nil
 	}
+	if c.opts.Live == nil {
+		res.Live = Failed
+		return res, errors.New("update has live upstreams but the controller has no pusher (a wiring bug)")
+	}
+	t := time.Now()
+	var err error
+	res.Live, err = c.applyLive(ctx, u.Live, prune)
+	res.LivePush = time.Since(t)
+	return res, err
+}
+
+// validateAndSwap takes changed files through nginx -t, swaps them in,
+// reloads nginx and confirms; on failure the previous files are restored.
+func (c *Controller) validateAndSwap(ctx context.Context, changed []render.File, previous []prior, res Result) (Result, error) {
 	t := time.Now()
 	err, st, pre := c.pre.take(ctx, changed)
 	if !pre {
@@ -252,6 +301,9 @@ func outcomeOf(err error) Outcome {
 // record logs one line per apply and updates metrics and health.
 func (c *Controller) record(u render.Update, res Result, err error) {
 	attrs := []any{"outcome", res.Outcome, "index", u.Index, "files", res.Changed}
+	if res.Live != "" && c.recordLive(u, res, err) {
+		return
+	}
 	switch res.Outcome {
 	case Unchanged:
 		c.log.Debug("render unchanged; nothing to reload", attrs...)
@@ -283,6 +335,29 @@ func (c *Controller) record(u render.Update, res Result, err error) {
 		"confirm", res.Confirm, "old_workers", res.OldWorkers, "new_workers", res.NewWorkers,
 		"old_generations_alive", gens, "old_workers_alive", workers)...)
 	c.notifyApplied(u)
+}
+
+// recordLive logs and counts the live upstreams part of an apply and says
+// whether that was all there was to record: a failed push (whatever the
+// files did, nginx does not hold the update), or a push with no reload.
+func (c *Controller) recordLive(u render.Update, res Result, err error) bool {
+	attrs := []any{"outcome", res.Live, "index", u.Index, "push", res.LivePush}
+	if err != nil && (res.Outcome == Unchanged || res.Outcome == Applied) {
+		unhealthy := fmt.Errorf("last live upstreams push %s: %w", res.Live, err)
+		c.healthy.Store(&unhealthy)
+		c.log.Error("live upstreams not applied; nginx keeps the instances it had", append(attrs, "err", err)...)
+		return true
+	}
+	if res.Live == Applied && !u.Seen.IsZero() {
+		c.m.ChangeToLive.Observe(time.Since(u.Seen).Seconds())
+	}
+	if res.Outcome != Unchanged || res.Live != Applied {
+		return false // the reload's line tells the rest
+	}
+	c.healthy.Store(nil)
+	c.log.Info("live upstreams applied; no reload", append(attrs, "changes", u.Changes)...)
+	c.notifyApplied(u)
+	return true
 }
 
 func (c *Controller) notifyApplied(u render.Update) {

@@ -17,7 +17,9 @@ const sweepEvery = 250 * time.Millisecond
 // retry what the old workers had not read). Each update is validated in the
 // background as it arrives, so the wait and nginx -t overlap. Updates that arrive while a reload runs
 // wait in the channel (give it capacity 1 with latest-wins sends) and are
-// folded into the next one. Failed applies are logged and counted; the next
+// folded into the next one. In live mode an update that changes only
+// instances is pushed at once, unless a reload is pending (then it folds into
+// it). Failed applies are logged and counted; the next
 // update is tried as usual. Run returns nil when ctx ends.
 func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) error {
 	c.cleanup.Do(c.removeStaleTemps) // before pre.start stages anything
@@ -38,6 +40,10 @@ func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) erro
 				continue
 			}
 			c.m.Renders.Inc()
+			if !co.waiting() && c.liveOnly(u) {
+				c.Apply(ctx, u) // a push: nothing to coalesce or validate; logged and counted by Apply
+				continue
+			}
 			co.add(u, time.Now())
 			c.pre.start(ctx, u)
 		case <-fire:

@@ -15,6 +15,7 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/trafficsplit"
+	"github.com/lbctl/lbctl/live"
 	"github.com/lbctl/lbctl/templates"
 )
 
@@ -64,7 +65,20 @@ func Builtin(services []config.Service, snap catalog.Snapshot, resolve Resolver)
 // so one change among thousands of services renders one block.
 type BuiltinRenderer struct {
 	resolve Resolver
+	live    *Live               // nil: reload mode
 	blocks  map[int]cachedBlock // by position in the services list
+}
+
+// Live is where nginx takes live upstreams (config nginx.live_*): its
+// push socket, the seed file it loads at start and its shared memory size.
+type Live struct{ Socket, Seed, Memory string }
+
+// LiveOf is cfg's live upstreams target, nil when they are off.
+func LiveOf(n config.Nginx) *Live {
+	if !n.LiveUpstreams {
+		return nil
+	}
+	return &Live{Socket: n.LiveSocket(), Seed: n.LiveSeed(), Memory: n.LiveMemory}
 }
 
 type cachedBlock struct {
@@ -72,12 +86,22 @@ type cachedBlock struct {
 	split     splitView // zero without a split
 	instances []catalog.Instance
 	out       []byte
+	peers     []live.Peer // in live mode: what nginx balances over
 	problems  []Problem
 }
 
 // NewBuiltinRenderer returns a renderer that resolves host names with resolve.
 func NewBuiltinRenderer(resolve Resolver) *BuiltinRenderer {
 	return &BuiltinRenderer{resolve: resolve, blocks: map[int]cachedBlock{}}
+}
+
+// NewLiveRenderer renders for live upstreams: each upstream once, as nginx's
+// Lua balancer over the data RenderLive returns, so the bytes change only
+// when the config does, never with the instances.
+func NewLiveRenderer(resolve Resolver, target Live) *BuiltinRenderer {
+	r := NewBuiltinRenderer(resolve)
+	r.live = &target
+	return r
 }
 
 // Render is Builtin, reusing blocks rendered last time where nothing changed.
@@ -89,6 +113,14 @@ func (r *BuiltinRenderer) Render(services []config.Service, snap catalog.Snapsho
 // (config shift: true), splits being the valid ones by service (package
 // shift). A service without a split renders as Render does.
 func (r *BuiltinRenderer) RenderSplits(services []config.Service, snap catalog.Snapshot, splits map[string]trafficsplit.Split) ([]byte, []Problem) {
+	out, _, problems := r.RenderLive(services, snap, splits)
+	return out, problems
+}
+
+// RenderLive is RenderSplits that also returns, in live mode, each
+// upstream's peers for nginx's Lua balancer (nil in reload mode). The same
+// checks apply: a value that fails them is in neither.
+func (r *BuiltinRenderer) RenderLive(services []config.Service, snap catalog.Snapshot, splits map[string]trafficsplit.Split) ([]byte, live.Set, []Problem) {
 	var problems []Problem
 	next := make(map[int]cachedBlock, len(services))
 	size := 0
@@ -100,12 +132,24 @@ func (r *BuiltinRenderer) RenderSplits(services []config.Service, snap catalog.S
 	}
 	r.blocks = next
 	var buf bytes.Buffer
-	execute(&buf, "header", headerOf(services))
+	execute(&buf, "header", r.headerOf(services))
 	buf.Grow(size)
 	for i := range services {
 		buf.Write(next[i].out)
 	}
-	return buf.Bytes(), problems
+	return buf.Bytes(), r.liveSet(services, next), problems
+}
+
+// liveSet is every upstream's peers, in live mode.
+func (r *BuiltinRenderer) liveSet(services []config.Service, blocks map[int]cachedBlock) live.Set {
+	if r.live == nil {
+		return nil
+	}
+	set := make(live.Set, len(services))
+	for i, svc := range services {
+		set[svc.UpstreamName()] = live.NewUpstream(blocks[i].peers)
+	}
+	return set
 }
 
 func (r *BuiltinRenderer) block(i int, svc config.Service, split *splitView, instances []catalog.Instance) cachedBlock {
@@ -117,9 +161,14 @@ func (r *BuiltinRenderer) block(i int, svc config.Service, split *splitView, ins
 		return b
 	}
 	data, problems, cacheable := serviceBlockOf(svc, split, instances, r.resolve)
+	b := cachedBlock{svc: svc, split: sv, instances: instances, problems: problems}
+	if r.live != nil {
+		b.peers = peersOf(data.Servers)
+		data.Live, data.Servers = true, nil // the config holds no instance
+	}
 	var buf bytes.Buffer
 	execute(&buf, "service", data)
-	b := cachedBlock{svc: svc, split: sv, instances: instances, out: buf.Bytes(), problems: problems}
+	b.out = buf.Bytes()
 	if !cacheable {
 		b.instances = nil // host names: resolve again next time
 		b.svc.Name = ""
@@ -143,11 +192,28 @@ func QueryOf(s config.Service) catalog.Query {
 	return catalog.Query{Service: s.Name, Tag: s.Tag, Datacenter: s.Datacenter}
 }
 
-// header is the file's first lines: the access log format when any service logs.
-type header struct{ AccessLog bool }
+// header is the file's first lines: the access log format when any service
+// logs, and in live mode the Lua balancer's shared memory, code and push socket.
+type header struct {
+	AccessLog bool
+	Live      string
+}
 
-func headerOf(services []config.Service) header {
-	return header{AccessLog: slices.ContainsFunc(services, func(s config.Service) bool { return s.AccessLog != "" })}
+func (r *BuiltinRenderer) headerOf(services []config.Service) header {
+	h := header{AccessLog: slices.ContainsFunc(services, func(s config.Service) bool { return s.AccessLog != "" })}
+	if r.live != nil {
+		h.Live = live.HTTPConfig(r.live.Socket, r.live.Seed, r.live.Memory)
+	}
+	return h
+}
+
+// peersOf is the checked servers as live upstream peers.
+func peersOf(servers []upstreamServer) []live.Peer {
+	peers := make([]live.Peer, 0, len(servers))
+	for _, s := range servers {
+		peers = append(peers, live.Peer{Host: s.IP, Port: s.Port, Weight: s.Weight, ID: s.ID})
+	}
+	return peers
 }
 
 type serviceBlock struct {
@@ -161,10 +227,14 @@ type serviceBlock struct {
 	UpstreamTLS                 bool
 	AccessLog                   string
 	Split                       *splitView
+	// Live renders the upstream as nginx's Lua balancer, without servers.
+	Live bool
 }
 
 type upstreamServer struct {
 	Addr   string // ip:port, [ipv6]:port
+	IP     string
+	Port   int
 	Weight int
 	ID     string // for a comment; empty unless it is plainly safe
 	Tag    string // the split tag it serves for; empty without a split
@@ -229,7 +299,7 @@ func upstreamServersOf(service string, in catalog.Instance, resolve Resolver) ([
 	}
 	servers := make([]upstreamServer, 0, len(ips))
 	for _, ip := range ips {
-		servers = append(servers, upstreamServer{Addr: net.JoinHostPort(ip, strconv.Itoa(in.Port)), Weight: weight, ID: id})
+		servers = append(servers, upstreamServer{Addr: net.JoinHostPort(ip, strconv.Itoa(in.Port)), IP: ip, Port: in.Port, Weight: weight, ID: id})
 	}
 	return servers, problems
 }

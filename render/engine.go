@@ -12,6 +12,7 @@ import (
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/latest"
 	"github.com/lbctl/lbctl/internal/trafficsplit"
+	"github.com/lbctl/lbctl/live"
 )
 
 // Templates renders consul-template templates; render/consultemplate
@@ -54,7 +55,11 @@ func (e *Engine) FollowSplits(src SplitSource) {
 // cfg.Nginx.ServicesConf, and cfg's templates with tmpl. Either may be nil
 // when the config has no services or no templates.
 func NewEngine(cfg *config.Config, watcher *catalog.Watcher, tmpl Templates, resolve Resolver, log *slog.Logger) *Engine {
-	e := &Engine{services: cfg.Services, dest: cfg.Nginx.ServicesConf, tmpl: tmpl, builtin: NewBuiltinRenderer(resolve), log: log.With("component", "render")}
+	builtin := NewBuiltinRenderer(resolve)
+	if target := LiveOf(cfg.Nginx); target != nil {
+		builtin = NewLiveRenderer(resolve, *target)
+	}
+	e := &Engine{services: cfg.Services, dest: cfg.Nginx.ServicesConf, tmpl: tmpl, builtin: builtin, log: log.With("component", "render")}
 	if len(cfg.Services) > 0 {
 		e.watcher = watcher
 	}
@@ -85,7 +90,8 @@ func (e *Engine) Once(ctx context.Context) (Update, error) {
 				return Update{}, err
 			}
 		}
-		u.Files = append(u.Files, e.renderBuiltin(snap, splits, nil))
+		f, set := e.renderBuiltin(snap, splits, nil)
+		u.Files, u.Live = append(u.Files, f), set
 		u.Index, u.Indexes = snap.Index, snap.Indexes
 	}
 	if e.tmpl != nil {
@@ -131,6 +137,7 @@ type sources struct {
 // renderState is what the Run loop knows of each source.
 type renderState struct {
 	builtin     *File
+	live        live.Set
 	prevSnap    *catalog.Snapshot
 	index       uint64
 	indexes     map[catalog.Query]uint64
@@ -166,13 +173,13 @@ func (e *Engine) loop(ctx context.Context, src sources, out chan Update) error {
 			st.changes = append(st.changes, "templates re-rendered")
 		}
 		if rerender && st.prevSnap != nil && (e.splits == nil || st.haveSplits) {
-			f := e.renderBuiltin(*st.prevSnap, st.splits, st.lastProblem)
-			st.builtin = &f
+			f, set := e.renderBuiltin(*st.prevSnap, st.splits, st.lastProblem)
+			st.builtin, st.live = &f, set
 		}
 		if (e.watcher != nil && st.builtin == nil) || (e.tmpl != nil && !st.haveTmpl) {
 			continue
 		}
-		u := Update{Seen: time.Now(), Index: st.index, Indexes: st.indexes, Changes: st.changes}
+		u := Update{Seen: time.Now(), Index: st.index, Indexes: st.indexes, Changes: st.changes, Live: st.live}
 		if st.builtin != nil {
 			u.Files = append(u.Files, *st.builtin)
 		}
@@ -185,8 +192,8 @@ func (e *Engine) loop(ctx context.Context, src sources, out chan Update) error {
 // renderBuiltin renders the built-in template and logs what was left out and
 // which services have no passing instance; with seen, each is logged only the
 // first time in a row it occurs, not on every render.
-func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]trafficsplit.Split, seen map[string]bool) File {
-	data, problems := e.builtin.RenderSplits(e.services, snap, splits)
+func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]trafficsplit.Split, seen map[string]bool) (File, live.Set) {
+	data, set, problems := e.builtin.RenderLive(e.services, snap, splits)
 	now := map[string]bool{}
 	firstTime := func(key string) bool {
 		now[key] = true
@@ -207,7 +214,7 @@ func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]traffics
 		clear(seen)
 		maps.Copy(seen, now)
 	}
-	return File{Path: e.dest, Data: data, Perms: 0o644, Source: "builtin"}
+	return File{Path: e.dest, Data: data, Perms: 0o644, Source: "builtin"}, set
 }
 
 // describeChanges lists instances added and removed per query, for the reload log line.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/lbctl/lbctl/catalog"
+	"github.com/lbctl/lbctl/live"
 )
 
 // File is the full content one destination should have.
@@ -40,4 +41,7 @@ type Update struct {
 	// Changes describes what changed since the previous update, one line each
 	// ("greeter: +127.0.0.1:7001"), for the reload log line.
 	Changes []string
+	// Live is every built-in upstream's peers when live upstreams are on
+	// (pushed to nginx, not written into Files); nil in reload mode.
+	Live live.Set
 }

@@ -220,7 +220,7 @@ func (p *program) tryStart() bool {
 // startProcess spawns the process: STARTING, or RUNNING at once when
 // StartSecs is 0; a spawn error counts as a failed start.
 func (p *program) startProcess() {
-	proc, err := spawn(&p.spec, p.sup.stdout, p.sup.stderr, p.logFile)
+	proc, err := p.spawn()
 	if err != nil {
 		p.log.Warn("spawn failed", "err", err)
 		p.setExit(&Exit{Code: -1, Err: err.Error(), At: time.Now()})
@@ -249,6 +249,14 @@ func (p *program) startProcess() {
 	}
 	p.setState(Starting, "")
 	p.startTimer(p.spec.StartSecs, timerStartSecs)
+}
+
+// spawn runs the program's BeforeStart hook, then its command.
+func (p *program) spawn() (*process, error) {
+	if err := p.sup.runBeforeStart(p.spec.Name); err != nil {
+		return nil, err
+	}
+	return spawn(&p.spec, p.sup.stdout, p.sup.stderr, p.logFile)
 }
 
 // failedStart is BACKOFF with a growing delay, or FATAL once StartRetries

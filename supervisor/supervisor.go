@@ -63,6 +63,7 @@ type Supervisor struct {
 	gates        map[string]bool
 	pidWatch     map[string][]chan int
 	lastPID      map[string]int
+	beforeStart  map[string]func() error
 	running      bool
 	shuttingDown bool          // Run is stopping everything
 	done         chan struct{} // closed when Run returns
@@ -438,6 +439,33 @@ func (s *Supervisor) publishPID(name string, pid int) {
 	for _, ch := range watchers {
 		_ = latest.Send(context.Background(), ch, pid) // capacity 1: never blocks
 	}
+}
+
+// BeforeStart makes hook run before every start of the named program, the
+// restarts after a crash included; an error is a failed start (BACKOFF),
+// with the error as the exit's reason. lbctl run removes the push socket a
+// killed nginx left behind this way, before the next master binds it.
+func (s *Supervisor) BeforeStart(name string, hook func() error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.beforeStart == nil {
+		s.beforeStart = map[string]func() error{}
+	}
+	s.beforeStart[name] = hook
+}
+
+// runBeforeStart runs name's BeforeStart hook, if any.
+func (s *Supervisor) runBeforeStart(name string) error {
+	s.mu.Lock()
+	hook := s.beforeStart[name]
+	s.mu.Unlock()
+	if hook == nil {
+		return nil
+	}
+	if err := hook(); err != nil {
+		return fmt.Errorf("before start: %w", err)
+	}
+	return nil
 }
 
 // OpenGate opens a readiness gate: programs waiting for it may start.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -72,7 +73,7 @@ func runRender(ctx context.Context, o *renderOptions) error {
 		return fmt.Errorf("render: %w", err)
 	}
 	if o.dryRun {
-		return printUpdate(o.stdout, u)
+		return printUpdate(o.stdout, u, cfg.Nginx.LiveSocket())
 	}
 	res, err := l.Apply(ctx, u)
 	if err != nil && !errors.Is(err, reload.ErrNoMaster) {
@@ -82,12 +83,21 @@ func runRender(ctx context.Context, o *renderOptions) error {
 	return nil
 }
 
-// printUpdate writes each destination's header line and exact bytes.
-func printUpdate(w io.Writer, u render.Update) error {
+// printUpdate writes each destination's header line and exact bytes, then
+// in live mode the upstreams that would be pushed to socket, as JSON.
+func printUpdate(w io.Writer, u render.Update, socket string) error {
 	for _, f := range u.Files {
 		if _, err := fmt.Fprintf(w, "==> %s (%s) <==\n%s", f.Path, f.Source, f.Data); err != nil {
 			return err
 		}
 	}
-	return nil
+	if u.Live == nil {
+		return nil
+	}
+	data, err := json.MarshalIndent(u.Live, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "==> live upstreams, pushed to unix:%s (no reload) <==\n%s\n", socket, data)
+	return err
 }

@@ -42,6 +42,7 @@ it last exited. The socket is --socket, or control.socket from the config.`,
 	cmd.Flags().StringVar(&o.socket, "socket", "", "control socket (default: control.socket from the config)")
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON")
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 10*time.Second, "give up after this long")
+	cmd.AddCommand(newStatusUpstreamsCmd(g))
 	return cmd
 }
 

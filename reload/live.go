@@ -1,0 +1,124 @@
+package reload
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/lbctl/lbctl/live"
+	"github.com/lbctl/lbctl/render"
+)
+
+// LivePusher pushes live upstreams to nginx and returns the versions nginx
+// holds afterwards, read back (live.Client).
+type LivePusher interface {
+	Push(ctx context.Context, set live.Set, prune bool) (held map[string]string, err error)
+}
+
+// liveState is what the controller knows nginx holds; guarded by Controller.mu.
+type liveState struct {
+	held   live.Set // confirmed by the last full (pruning) push; nil: unknown
+	master int      // the nginx master that confirmed it
+	seeded live.Set // the seed file's content
+	files  []render.File
+	last   *render.Update // the newest update applied, for Resync
+}
+
+// applyLive writes set to the seed file nginx loads when it starts, then
+// pushes it to the running nginx and checks nginx holds every version.
+// prune also drops the upstreams set does not list; without it (before a
+// reload that adds upstreams) the old ones stay for the old workers.
+func (c *Controller) applyLive(ctx context.Context, set live.Set, prune bool) (Outcome, error) {
+	if !sameVersions(c.live.seeded, set) {
+		if err := live.WriteSeed(c.opts.Nginx.LiveSeed(), set); err != nil {
+			return Failed, fmt.Errorf("write live upstreams seed: %w", err)
+		}
+		c.live.seeded = set
+	}
+	master, err := c.opts.MasterPID()
+	if errors.Is(err, ErrNoMaster) {
+		c.live.held = nil
+		return Written, nil // nginx loads the seed when it starts
+	}
+	if err != nil {
+		return Failed, fmt.Errorf("find nginx master: %w", err)
+	}
+	if prune && master == c.live.master && sameVersions(c.live.held, set) {
+		return Unchanged, nil
+	}
+	held, err := c.opts.Live.Push(ctx, set, prune)
+	var rejected *live.RejectedError
+	switch {
+	case errors.As(err, &rejected):
+		return Rejected, fmt.Errorf("nginx refused the live upstreams: %w", err)
+	case err != nil:
+		return Failed, fmt.Errorf("push live upstreams: %w", err)
+	}
+	if err := confirmHeld(set, held); err != nil {
+		return TimedOut, err
+	}
+	if prune {
+		c.live.held, c.live.master = set, master
+	}
+	return Applied, nil
+}
+
+// confirmHeld checks that nginx read back every version pushed.
+func confirmHeld(set live.Set, held map[string]string) error {
+	for name, up := range set {
+		if held[name] != up.Version {
+			return fmt.Errorf("%w: nginx holds upstream %s at version %q, pushed %q", ErrNotConfirmed, name, held[name], up.Version)
+		}
+	}
+	return nil
+}
+
+// sameVersions says whether a and b hold the same upstreams at the same versions.
+func sameVersions(a, b live.Set) bool {
+	return a != nil && maps.EqualFunc(a, b, func(x, y live.Upstream) bool { return x.Version == y.Version })
+}
+
+// liveOnly says whether u changes nothing but live upstreams: its files are
+// the ones last applied, so it needs no coalescing, validation or reload.
+func (c *Controller) liveOnly(u render.Update) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return u.Live != nil && sameFiles(u.Files, c.live.files)
+}
+
+func sameFiles(a, b []render.File) bool {
+	if len(a) != len(b) || b == nil {
+		return false
+	}
+	for i := range a {
+		if a[i].Path != b[i].Path || !bytes.Equal(a[i].Data, b[i].Data) {
+			return false
+		}
+	}
+	return true
+}
+
+// Resync applies the newest update again, so that an nginx master that
+// started since (after a crash: its shared memory is empty until it loaded
+// the seed) is pushed the current live upstreams and confirms them. It does
+// nothing in reload mode or before the first apply.
+func (c *Controller) Resync(ctx context.Context) (Result, error) {
+	c.mu.Lock()
+	last := c.live.last
+	c.mu.Unlock()
+	if c.opts.Live == nil || last == nil {
+		return Result{}, nil
+	}
+	u := *last
+	u.Seen, u.Changes = time.Time{}, []string{"nginx master restarted: live upstreams pushed again"}
+	return c.Apply(ctx, u)
+}
+
+// Validate runs nginx -t with files in place of the live ones, changing
+// nothing; the error is a *ValidationError when nginx rejects them.
+func (c *Controller) Validate(ctx context.Context, files []render.File) error {
+	return c.validate.validate(ctx, files)
+}
