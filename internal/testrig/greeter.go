@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,13 +22,20 @@ type Greeter struct {
 
 	cancel context.CancelFunc
 	done   chan error
+	conns  atomic.Int64
 }
 
 // StartGreeter serves a greeter that answers as instance (and version) on a
 // free loopback port, until the test ends or Stop is called.
 func StartGreeter(t testing.TB, instance, version string) *Greeter {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	return StartGreeterOn(t, "127.0.0.1:0", instance, version)
+}
+
+// StartGreeterOn is StartGreeter listening on addr (e.g. "[::1]:0").
+func StartGreeterOn(t testing.TB, addr, instance, version string) *Greeter {
+	t.Helper()
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		t.Fatalf("greeter listen: %v", err)
 	}
@@ -37,9 +45,25 @@ func StartGreeter(t testing.TB, instance, version string) *Greeter {
 		Addr:   lis.Addr().String(), Port: lis.Addr().(*net.TCPAddr).Port,
 		cancel: cancel, done: make(chan error, 1),
 	}
-	go func() { g.done <- g.Serve(ctx, lis) }()
+	go func() { g.done <- g.Serve(ctx, countingListener{lis, &g.conns}) }()
 	t.Cleanup(g.Stop)
 	return g
+}
+
+// Conns is how many connections the greeter has accepted.
+func (g *Greeter) Conns() int64 { return g.conns.Load() }
+
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // Stop stops the greeter gracefully and waits for in-flight calls.

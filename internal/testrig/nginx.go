@@ -22,6 +22,7 @@ type Nginx struct {
 	ErrorLog string
 	Bin      string
 
+	opts   NginxOptions
 	t      testing.TB
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -32,15 +33,46 @@ func NginxBinary(t testing.TB) string {
 	return findBinary(t, "nginx", "LBCTL_NGINX", "/usr/sbin/nginx")
 }
 
+// NginxOptions are what a test may ask of the main config.
+type NginxOptions struct {
+	Lua     bool // load the lua module (and the NDK it needs): LuaModules
+	Workers int  // worker_processes; 0 is 1
+}
+
+// LuaModules are the dynamic modules Debian's libnginx-mod-http-lua installs,
+// in load order.
+var LuaModules = []string{
+	"/usr/lib/nginx/modules/ndk_http_module.so",
+	"/usr/lib/nginx/modules/ngx_http_lua_module.so",
+}
+
 // NewNginx prepares a prefix directory and main config without starting nginx;
 // conf.d starts empty. Use Test to run `nginx -t` and Start to serve.
 func NewNginx(t testing.TB) *Nginx {
 	t.Helper()
+	return NewNginxWith(t, NginxOptions{})
+}
+
+// NewNginxWith is NewNginx with options. Asking for Lua when the modules are
+// not installed skips the test (fails it under CI), like a missing binary.
+func NewNginxWith(t testing.TB, opts NginxOptions) *Nginx {
+	t.Helper()
+	if opts.Lua {
+		for _, m := range LuaModules {
+			if _, err := os.Stat(m); err != nil {
+				msg := fmt.Sprintf("nginx lua module: %v (run scripts/install-deps.sh)", err)
+				if os.Getenv("CI") != "" {
+					t.Fatal(msg)
+				}
+				t.Skip(msg)
+			}
+		}
+	}
 	dir := t.TempDir()
 	n := &Nginx{
 		Dir: dir, MainConf: filepath.Join(dir, "nginx.conf"), ConfD: filepath.Join(dir, "conf.d"),
 		PIDFile: filepath.Join(dir, "nginx.pid"), ErrorLog: filepath.Join(dir, "error.log"),
-		Bin: NginxBinary(t), t: t,
+		Bin: NginxBinary(t), opts: opts, t: t,
 	}
 	if err := os.MkdirAll(n.ConfD, 0o755); err != nil {
 		t.Fatal(err)
@@ -52,12 +84,17 @@ func NewNginx(t testing.TB) *Nginx {
 }
 
 func (n *Nginx) mainConfig() string {
-	user := ""
+	head := ""
 	if os.Geteuid() == 0 {
 		// Workers would drop to nobody, who cannot enter the test's 0700 temp dirs.
-		user = "user root;\n"
+		head = "user root;\n"
 	}
-	return user + fmt.Sprintf(`worker_processes 1;
+	if n.opts.Lua {
+		for _, m := range LuaModules {
+			head += "load_module " + m + ";\n"
+		}
+	}
+	return head + fmt.Sprintf(`worker_processes %[2]d;
 worker_shutdown_timeout 30s;
 error_log %[1]s/error.log notice;
 pid %[1]s/nginx.pid;
@@ -71,7 +108,7 @@ http {
     scgi_temp_path %[1]s/scgi;
     include %[1]s/conf.d/*.conf;
 }
-`, n.Dir)
+`, n.Dir, max(n.opts.Workers, 1))
 }
 
 // Args are the command-line arguments that point nginx at this prefix and config.
