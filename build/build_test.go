@@ -89,8 +89,10 @@ func TestDockerfileRunsAreTested(t *testing.T) {
 			switch {
 			case run == "go mod download":
 			case strings.Contains(run, "apt-get install") && strings.Contains(run, "nginx-light"):
-				if !strings.Contains(string(installDeps), "nginx-light") {
-					t.Errorf("%s installs nginx-light but the tests do not", df)
+				for _, pkg := range []string{"nginx-light", "libnginx-mod-http-lua", "lua-cjson"} {
+					if strings.Contains(run, pkg) && !strings.Contains(string(installDeps), pkg) {
+						t.Errorf("%s installs %s but the tests do not", df, pkg)
+					}
 				}
 			case goBuild.MatchString(run):
 				runGoBuild(t, df, run)
@@ -144,9 +146,12 @@ func TestImageConfigsAreValid(t *testing.T) {
 	for _, q := range render.Queries(cfg.Services) {
 		snap.Instances[q] = []catalog.Instance{{ID: "greeter-1", Node: "n", Address: "10.0.0.1", Port: 7000, Tags: []string{"blue"}}}
 	}
-	rendered, problems := render.Builtin(cfg.Services, snap, nil)
-	if len(problems) > 0 {
-		t.Fatalf("render problems: %v", problems)
+	if !cfg.Nginx.LiveUpstreams {
+		t.Fatal("the image's lbctl.yaml turns live upstreams off")
+	}
+	rendered, set, problems := render.NewLiveRenderer(nil, *render.LiveOf(cfg.Nginx)).RenderLive(cfg.Services, snap, nil)
+	if len(problems) > 0 || len(set) != len(cfg.Services) {
+		t.Fatalf("render problems: %v; live upstreams %v", problems, set)
 	}
 	main, err := os.ReadFile("nginx.conf")
 	if err != nil {
@@ -154,7 +159,7 @@ func TestImageConfigsAreValid(t *testing.T) {
 	}
 	n := testrig.NewNginx(t)
 	moved := strings.NewReplacer("/etc/nginx/conf.d/", n.ConfD+"/", "/run/nginx.pid", n.PIDFile,
-		"/var/log/nginx/", n.Dir+"/")
+		"/var/log/nginx/", n.Dir+"/", "modules/", "/usr/lib/nginx/modules/", cfg.Nginx.LiveDir+"/", n.Dir+"/")
 	if err := os.WriteFile(n.MainConf, []byte(moved.Replace(string(main))), 0o644); err != nil {
 		t.Fatal(err)
 	}

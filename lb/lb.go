@@ -124,7 +124,7 @@ type LB struct {
 	liveDirOnce sync.Once
 	liveDirErr  error
 	startOnce   sync.Once
-	startErr  error // Start's outcome
+	startErr    error // Start's outcome
 }
 
 // New builds the pipeline for cfg (defaults filled, validated); nothing runs

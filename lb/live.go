@@ -102,7 +102,6 @@ func (l *LB) resyncOnNginxRestart(ctx context.Context) error {
 	}
 }
 
-
 // ensureLiveDir makes nginx.live_dir once, in live mode, before anything is
 // written to it.
 func (l *LB) ensureLiveDir() error {

@@ -81,7 +81,7 @@ type Controller struct {
 
 	mu      sync.Mutex // serializes Apply
 	live    liveState
-	cleanup sync.Once  // removeStaleTemps, before anything is staged
+	cleanup sync.Once // removeStaleTemps, before anything is staged
 	healthy atomic.Pointer[error]
 }
 

@@ -23,15 +23,17 @@ import (
 // builds it: Consul → catalog watch → built-in render → reload controller →
 // nginx → greeter backends (and the drain publisher).
 type rig struct {
-	t       *testing.T
-	consul  *testrig.Consul
-	nginx   *testrig.Nginx
-	lb      *lb.LB
-	ctl     *reload.Controller
-	m       *metrics.Metrics
-	addr    string // where nginx serves the greeter service
-	dest    string // the services conf the built-in template writes
-	applied atomic.Uint64
+	t      *testing.T
+	consul *testrig.Consul
+	nginx  *testrig.Nginx
+	lb     *lb.LB
+	ctl    *reload.Controller
+	m      *metrics.Metrics
+	addr   string // where nginx serves the greeter service
+	dest   string // the services conf the built-in template writes
+	// liveSocket is nginx's push socket, with rigOptions.live.
+	liveSocket string
+	applied    atomic.Uint64
 	// confirmed is what dest held when nginx was last confirmed serving it.
 	confirmed atomic.Pointer[string]
 }
@@ -39,21 +41,30 @@ type rig struct {
 type rigOptions struct {
 	consul testrig.ConsulOptions
 	wait   config.Wait
+	// live: nginx with the Lua module (two workers) and live upstreams on.
+	live bool
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	r := &rig{t: t, consul: testrig.StartConsul(t, o.consul), nginx: testrig.NewNginx(t)}
+	r := &rig{t: t, consul: testrig.StartConsul(t, o.consul)}
+	if o.live {
+		r.nginx = testrig.NewNginxWith(t, testrig.NginxOptions{Lua: true, Workers: 2})
+	} else {
+		r.nginx = testrig.NewNginx(t)
+	}
 	r.addr = testrig.LoopbackAddr(testrig.FreePort(t))
 	r.dest = filepath.Join(r.nginx.ConfD, "lbctl.conf")
 	n := r.nginx
 	cfg := &config.Config{
 		LBID:     "lb-test",
 		Services: []config.Service{{Name: "greeter", Listen: r.addr}},
-		Nginx:    config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: r.dest},
-		Wait:     o.wait,
+		Nginx: config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: r.dest,
+			LiveUpstreams: o.live, LiveDir: filepath.Join(n.Dir, "live")},
+		Wait: o.wait,
 	}
 	cfg.SetDefaults()
+	r.liveSocket = cfg.Nginx.LiveSocket()
 	r.m = metrics.New(metrics.NewRegistry())
 	l, err := lb.New(cfg, lb.Options{
 		Consul: r.consul.Client, Log: testrig.Logger(t), Metrics: r.m,
