@@ -30,13 +30,28 @@ func MasterPID(n *testrig.Nginx) func() (int, error) {
 // fails fails the test, and so does l.Run returning an error.
 func Run(t testing.TB, l *lb.LB, n *testrig.Nginx) reload.Result {
 	t.Helper()
+	return run(t, l, n.Start)
+}
+
+// RunOnRunningNginx is Run for an nginx that already serves (lbctl
+// restarted beside it): l starts, applies its first render to that nginx,
+// and runs until the test ends.
+func RunOnRunningNginx(t testing.TB, l *lb.LB) reload.Result {
+	t.Helper()
+	return run(t, l, func() {})
+}
+
+// run starts l, calls beforeRun (which starts nginx, or not), and runs l
+// until the test ends.
+func run(t testing.TB, l *lb.LB, beforeRun func()) reload.Result {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	res, err := l.Start(ctx)
 	if err != nil {
 		cancel()
 		t.Fatalf("first render: %+v, %v", res, err)
 	}
-	n.Start()
+	beforeRun()
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := l.Run(ctx); err != nil {

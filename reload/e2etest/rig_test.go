@@ -33,6 +33,7 @@ type rig struct {
 	dest   string // the services conf the built-in template writes
 	// liveSocket is nginx's push socket, with rigOptions.live.
 	liveSocket string
+	cfg        *config.Config
 	applied    atomic.Uint64
 	// confirmed is what dest held when nginx was last confirmed serving it.
 	confirmed atomic.Pointer[string]
@@ -64,7 +65,7 @@ func newRig(t *testing.T, o rigOptions) *rig {
 		Wait: o.wait,
 	}
 	cfg.SetDefaults()
-	r.liveSocket = cfg.Nginx.LiveSocket()
+	r.liveSocket, r.cfg = cfg.Nginx.LiveSocket(), cfg
 	r.m = metrics.New(metrics.NewRegistry())
 	l, err := lb.New(cfg, lb.Options{
 		Consul: r.consul.Client, Log: testrig.Logger(t), Metrics: r.m,
