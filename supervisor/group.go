@@ -17,7 +17,9 @@ import (
 // its workers serving on the listening sockets they inherited, with the
 // config they were started with, and the next master cannot bind. So after
 // every exit the supervisor ends what is left of the group (the stop signal,
-// SIGKILL after stopwaitsecs) before anything else happens to the program.
+// SIGKILL after stopwaitsecs) before anything else happens to the program:
+// until the group is gone or, when its members held listening sockets, until
+// none does (listeners.go).
 
 // groupExists says whether process group pgid has any member, zombies
 // included: one kill(-pgid, 0).

@@ -2,6 +2,9 @@ package supervisor
 
 import (
 	"context"
+	"net"
+	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -113,5 +116,28 @@ func TestFailedStartShowsTheLastOutputLine(t *testing.T) {
 	}
 	if st.LastExit == nil || st.LastExit.Output != "[emerg] still could not bind()" {
 		t.Errorf("last exit %+v, want its output", st.LastExit)
+	}
+}
+
+// listenersHeld finds this process's listening TCP socket and stillHeld
+// sees it closed.
+func TestListenersHeldFindsAListeningSocketAndSeesItClosed(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := l.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int
+	_ = rc.Control(func(f uintptr) { fd = int(f) })
+	held := slices.DeleteFunc(listenersHeld([]int{os.Getpid()}), func(h heldListener) bool { return h.fd != fd })
+	if len(held) != 1 {
+		t.Fatalf("listening socket at fd %d not found", fd)
+	}
+	l.Close()
+	if err := waitReleased(t.Context(), held); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -51,7 +51,6 @@ const (
 	timerStartSecs
 	timerBackoff
 	timerStopWait
-	timerKillWait
 )
 
 // killWait is how long the processes left in a group get to die after
@@ -59,14 +58,23 @@ const (
 const killWait = time.Second
 
 // leftovers is the process group of a main process that exited with
-// members still alive. The program stays STOPPING, with no pid, until they
-// are gone; then the exit is handled as it would have been at once.
+// members still alive. While held, the exit waits: the program stays
+// STOPPING, with no pid, until the group is gone or, if its members held
+// listening sockets, until none does; then the exit is handled as it would
+// have been at once. Members that are finishing their calls after that go
+// on doing so beside the new process, until they exit or stopwaitsecs end.
 type leftovers struct {
 	pgid   int
 	from   State // the state the exit came in; a stop or start request makes it Stopping
 	code   int
+	held   bool // the exit is not acted on yet
 	killed bool
-	done   chan error // the group is empty (nil) or the wait was cancelled
+	// gone: the group is empty (nil) or the wait was cancelled.
+	gone chan error
+	// released: no member holds a listening socket; nil when none did.
+	released chan error
+	// timer: stopwaitsecs, then killWait after SIGKILL.
+	timer  *time.Timer
 	cancel context.CancelFunc
 }
 
@@ -137,8 +145,12 @@ func (p *program) loop(ctx context.Context) {
 			p.onExit(ev)
 		case <-p.timerC:
 			p.onTimer()
-		case <-p.leftDone():
+		case <-p.leftGone():
 			p.leftoversGone()
+		case <-p.leftReleased():
+			p.listenersReleased()
+		case <-p.leftTimer():
+			p.onLeftTimer()
 		case <-readyC:
 		}
 	}
@@ -166,7 +178,7 @@ func (p *program) onStartRequest() error {
 		return fmt.Errorf("start %s: %w", p.spec.Name, ErrAlreadyStarted)
 	case Stopping:
 		p.restartAfterStop = true
-		if p.left != nil {
+		if p.holding() {
 			p.wantUp, p.left.from = true, Stopping
 		}
 		return nil
@@ -182,7 +194,7 @@ func (p *program) onStartRequest() error {
 
 func (p *program) onStopRequest() {
 	p.wantUp, p.waiting, p.restartAfterStop = false, false, false
-	if p.left != nil {
+	if p.holding() {
 		p.left.from = Stopping
 	}
 	switch p.pub.State {
@@ -277,17 +289,6 @@ func (p *program) onTimer() {
 	kind := p.timerKind
 	p.timerC, p.stopTimer, p.timerKind = nil, nil, timerNone
 	switch {
-	case kind == timerStopWait && p.left != nil:
-		p.log.Warn("processes left in its group did not stop in time, sending SIGKILL", "pgid", p.left.pgid, "stopwait", p.spec.StopWait)
-		if err := signalGroup(p.left.pgid, syscall.SIGKILL, true); err != nil {
-			p.log.Error("kill", "err", err)
-		}
-		p.left.killed = true
-		p.setNote(fmt.Sprintf("killed what was left of process group %d after stopwaitsecs", p.left.pgid))
-		p.startTimer(killWait, timerKillWait)
-	case kind == timerKillWait && p.left != nil:
-		p.log.Error("processes left in its group survived SIGKILL; going on without them", "pgid", p.left.pgid, "pids", groupMembers(p.left.pgid))
-		p.leftoversGone()
 	case kind == timerStartSecs && p.pub.State == Starting:
 		p.failures = 0
 		p.setState(Running, "")
@@ -322,51 +323,144 @@ func (p *program) onExit(ev exitEvent) {
 // SIGKILL after stopwaitsecs. The program shows STOPPING with no pid
 // meanwhile, so nothing signals a main process that is gone. It says whether
 // there was anything left; an empty group (the common case) costs one
-// kill(-pgid, 0).
+// kill(-pgid, 0). The members and their listening sockets are read before
+// the stop signal, while they still serve: after it, a nginx worker closes
+// its listening sockets at once, and that is the moment the port closes.
 func (p *program) endLeftovers(pgid int, code int) bool {
 	if !groupExists(pgid) {
 		return false
 	}
-	from := p.pub.State
-	if from != Stopping { // signalled first: reading /proc for the members can wait
-		if err := signalGroup(pgid, p.spec.StopSignal, true); err != nil {
-			p.log.Error("stop leftovers", "err", err)
-		}
-	}
+	p.dropDraining()
 	members := groupMembers(pgid)
 	if len(members) == 0 {
 		return false // zombies only, waiting for their new parent
 	}
+	listeners := listenersHeld(members)
+	from := p.pub.State
+	if from != Stopping {
+		if err := signalGroup(pgid, p.spec.StopSignal, true); err != nil {
+			p.log.Error("stop leftovers", "err", err)
+		}
+	}
 	p.log.Warn("main process exited, leaving processes in its group; ending them before anything else",
-		"pgid", pgid, "pids", members, "signal", signalName(p.spec.StopSignal), "stopwait", p.spec.StopWait)
-	ctx, cancel := context.WithCancel(context.Background())
-	l := &leftovers{pgid: pgid, from: from, code: code, done: make(chan error, 1), cancel: cancel}
-	go func() { l.done <- waitGroupGone(ctx, pgid) }()
-	p.left = l
+		"pgid", pgid, "pids", members, "listening_sockets", len(listeners), "signal", signalName(p.spec.StopSignal), "stopwait", p.spec.StopWait)
+	p.left = watchLeftovers(pgid, from, code, listeners, p.spec.StopWait)
 	p.mu.Lock()
 	p.pub.PID, p.pub.Since = 0, time.Time{}
 	p.mu.Unlock()
 	p.setState(Stopping, fmt.Sprintf("ending %d processes left in process group %d (%s, SIGKILL after %s)",
 		len(members), pgid, signalName(p.spec.StopSignal), p.spec.StopWait))
-	p.startTimer(p.spec.StopWait, timerStopWait)
 	return true
 }
 
-func (p *program) leftDone() <-chan error {
+// watchLeftovers starts waiting for group pgid to be gone and, when
+// listeners is not empty, for them to be released; its timer runs stopWait.
+func watchLeftovers(pgid int, from State, code int, listeners []heldListener, stopWait time.Duration) *leftovers {
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &leftovers{pgid: pgid, from: from, code: code, held: true,
+		gone: make(chan error, 1), timer: time.NewTimer(stopWait), cancel: cancel}
+	go func() { l.gone <- waitGroupGone(ctx, pgid) }()
+	if len(listeners) > 0 {
+		l.released = make(chan error, 1)
+		go func() { l.released <- waitReleased(ctx, listeners) }()
+	}
+	return l
+}
+
+// holding says whether an exit is held back while its group is ended.
+func (p *program) holding() bool { return p.left != nil && p.left.held }
+
+func (p *program) leftGone() <-chan error {
 	if p.left == nil {
 		return nil
 	}
-	return p.left.done
+	return p.left.gone
 }
 
-// leftoversGone acts on the exit that endLeftovers held back.
+func (p *program) leftReleased() <-chan error {
+	if p.left == nil {
+		return nil
+	}
+	return p.left.released
+}
+
+func (p *program) leftTimer() <-chan time.Time {
+	if p.left == nil {
+		return nil
+	}
+	return p.left.timer.C
+}
+
+// listenersReleased acts on the held exit once no leftover holds a
+// listening socket: the port is free for the next process, and the
+// leftovers finish what they are doing beside it (they have had the stop
+// signal; SIGKILL still follows at the end of stopwaitsecs).
+func (p *program) listenersReleased() {
+	l := p.left
+	l.released = nil
+	if !l.held {
+		return
+	}
+	l.held = false
+	p.log.Info("processes left in its group released their listening sockets; going on while they finish",
+		"pgid", l.pgid, "pids", groupMembers(l.pgid))
+	p.afterExit(l.from, l.code)
+}
+
+// leftoversGone acts on the exit that endLeftovers held back, if it still is.
 func (p *program) leftoversGone() {
 	l := p.left
 	p.left = nil
 	l.cancel()
-	p.cancelTimer()
+	l.timer.Stop()
 	p.log.Info("process group ended", "pgid", l.pgid, "killed", l.killed)
-	p.afterExit(l.from, l.code)
+	if l.held {
+		p.afterExit(l.from, l.code)
+	}
+}
+
+// onLeftTimer sends SIGKILL to leftovers that outlived stopwaitsecs, and
+// gives up on them killWait later.
+func (p *program) onLeftTimer() {
+	l := p.left
+	if l.killed {
+		p.log.Error("processes left in its group survived SIGKILL; going on without them", "pgid", l.pgid, "pids", groupMembers(l.pgid))
+		p.leftoversGone()
+		return
+	}
+	p.log.Warn("processes left in its group did not stop in time, sending SIGKILL", "pgid", l.pgid, "stopwait", p.spec.StopWait)
+	if err := signalGroup(l.pgid, syscall.SIGKILL, true); err != nil {
+		p.log.Error("kill", "err", err)
+	}
+	l.killed = true
+	if l.held {
+		p.setNote(fmt.Sprintf("killed what was left of process group %d after stopwaitsecs", l.pgid))
+	}
+	l.timer.Reset(killWait)
+}
+
+// holdUntilGone holds a stop back until the leftovers of an earlier exit,
+// still finishing their calls, are gone too: STOPPED means nothing of the
+// program runs.
+func (p *program) holdUntilGone(code int) {
+	l := p.left
+	l.held, l.from, l.code = true, Stopping, code
+	p.setState(Stopping, fmt.Sprintf("waiting for the processes left in process group %d (SIGKILL at the end of stopwaitsecs)", l.pgid))
+}
+
+// dropDraining kills leftovers of an earlier exit that are still finishing
+// their calls when the next main process exits too: they have had their
+// stop signal, and there is one set of leftovers at a time.
+func (p *program) dropDraining() {
+	l := p.left
+	if l == nil {
+		return
+	}
+	p.log.Warn("processes left by the previous exit still running, sending SIGKILL", "pgid", l.pgid, "pids", groupMembers(l.pgid))
+	_ = signalGroup(l.pgid, syscall.SIGKILL, true)
+	l.cancel()
+	l.timer.Stop()
+	p.left = nil
 }
 
 // afterExit acts on an exit that came in state from, once the process's
@@ -374,6 +468,10 @@ func (p *program) leftoversGone() {
 func (p *program) afterExit(from State, code int) {
 	switch from {
 	case Stopping:
+		if p.left != nil {
+			p.holdUntilGone(code)
+			return
+		}
 		p.setState(Stopped, "")
 		if p.restartAfterStop {
 			p.restartAfterStop = false
@@ -407,11 +505,7 @@ func (p *program) sendStop() {
 // program already, so this only matters if something went wrong.
 func (p *program) abandon() {
 	p.cancelTimer()
-	if p.left != nil {
-		p.left.cancel()
-		_ = signalGroup(p.left.pgid, syscall.SIGKILL, true)
-		p.left = nil
-	}
+	p.dropDraining()
 	if p.proc == nil {
 		return
 	}
