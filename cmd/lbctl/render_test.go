@@ -203,3 +203,34 @@ func TestRenderZeroInstancesAnswersUnavailable(t *testing.T) {
 		t.Fatalf("call with no instances: %v, want UNAVAILABLE naming the service", err)
 	}
 }
+
+// In live mode the dry run also prints the upstreams it would push, and
+// still writes nothing (not even the live directory).
+func TestDryRunPrintsTheLivePushWithoutWriting(t *testing.T) {
+	c := testrig.StartConsul(t)
+	g := testrig.StartGreeter(t, "alpha", "v1")
+	c.Register(g.Registration("greeter"))
+	n := testrig.NewNginxWith(t, testrig.NginxOptions{Lua: true})
+	liveDir := filepath.Join(t.TempDir(), "live")
+	nginx := strings.TrimSuffix(nginxYAML(n), "}\n") + fmt.Sprintf(", live_upstreams: true, live_dir: %q}\n", liveDir)
+	cfg := writeFile(t, t.TempDir(), "lbctl.yaml", fmt.Sprintf("consul: {address: %q}\n%sservices: [{name: greeter, listen: 5000}]\n", c.Addr, nginx))
+	o, out := renderOpts(cfg)
+	o.dryRun = true
+	if err := runRender(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	port := g.Addr[strings.LastIndex(g.Addr, ":")+1:]
+	for _, want := range []string{"balancer_by_lua_block", "==> live upstreams, pushed to unix:" + liveDir + "/live.sock", `"host": "127.0.0.1"`, `"port": ` + port} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("dry run printed:\n%s\nwant %q in it", out, want)
+		}
+	}
+	if strings.Contains(out.String(), "server "+g.Addr) {
+		t.Fatalf("the live config lists an instance:\n%s", out)
+	}
+	for _, p := range []string{filepath.Join(n.ConfD, "lbctl.conf"), liveDir} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("dry run wrote %s", p)
+		}
+	}
+}
