@@ -204,12 +204,12 @@ func TestPruneDropsUnlistedUpstreams(t *testing.T) {
 func TestLargePushBufferedToFile(t *testing.T) {
 	r := startRig(t, rigOptions{workers: 2})
 	set := Set{}
-	for u := range 4 {
+	for u := range 3 { // 1.7 MB, more than client_body_buffer_size
 		set[fmt.Sprintf("grpc_big_%d", u)] = NewUpstream(manyPeers(u, 10000))
 	}
 	start := time.Now()
 	r.push(set, true)
-	t.Logf("pushed 4 upstreams of 10000 peers in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("pushed 3 upstreams of 10000 peers in %s", time.Since(start).Round(time.Millisecond))
 	got, err := r.client.Read(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -233,11 +233,11 @@ func TestLargePushBufferedToFile(t *testing.T) {
 // version does not fit keeps its old one.
 func TestNoMemoryEvictsNothing(t *testing.T) {
 	alpha := testrig.StartGreeter(t, "alpha", "v1")
-	r := startRig(t, rigOptions{workers: 2, dictSize: "2m"}, "grpc_x")
+	r := startRig(t, rigOptions{workers: 2, dictSize: "1m"}, "grpc_x")
 	x := NewUpstream([]Peer{peerOf(alpha, 1)})
 	r.push(Set{"grpc_x": x}, false)
 	big := Set{}
-	for u := range 6 { // about 600 kB each
+	for u := range 3 { // about 600 kB each
 		big[fmt.Sprintf("grpc_big_%02d", u)] = NewUpstream(manyPeers(u, 10000))
 	}
 	noMemory := regexp.MustCompile(`500 Internal Server Error: upstreams\.(grpc_big_\d+): no memory$`)
@@ -262,7 +262,7 @@ func TestNoMemoryEvictsNothing(t *testing.T) {
 			held = name
 		}
 	}
-	t.Logf("nginx holds %d of the 7 upstreams", len(got))
+	t.Logf("nginx holds %d of the 4 upstreams", len(got))
 	r.untilEveryWorker("grpc_x", "alpha", 2)
 
 	// The dict is full: a new version of a held upstream does not fit beside
