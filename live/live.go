@@ -204,6 +204,9 @@ func WriteSeed(path string, set Set) error {
 // and their locations with
 //
 //	access_by_lua_block { require("lbctl_live").gate("NAME", "SERVICE") }
+//
+// `nginx -t` (Debian's lua module 0.10.23) does not run init_by_lua, so it
+// neither compiles the Lua nor reads the seed; starting or reloading does.
 func HTTPConfig(socket, seed, dictSize string) string {
 	return fmt.Sprintf(`lua_shared_dict %s %s;
 init_by_lua_block {

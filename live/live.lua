@@ -44,7 +44,10 @@ local function show(v)
     return json.encode(v)
   end
   if v == json.null then return "null" end
-  if type(v) == "table" then return "an object or array" end
+  if type(v) == "table" then
+    if next(v) == nil then return "an empty object or array" end
+    return type(next(v)) == "number" and "an array" or "an object"
+  end
   return tostring(v)
 end
 
@@ -72,16 +75,14 @@ local function is_array(v)
   return n == #v
 end
 
+-- octet: at most 3 digits, no leading zero, at most 255
+local function octet(o)
+  return #o <= 3 and (#o == 1 or o:byte(1) ~= 48) and tonumber(o) <= 255
+end
+
 local function is_ipv4(s)
   local a, b, c, d = s:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return false end
-  for _, o in ipairs({ a, b, c, d }) do
-    -- at most 3 digits, no leading zero, at most 255
-    if #o > 3 or (#o > 1 and o:sub(1, 1) == "0") or tonumber(o) > 255 then
-      return false
-    end
-  end
-  return true
+  return a ~= nil and octet(a) and octet(b) and octet(c) and octet(d)
 end
 
 -- An IPv6 literal without brackets or zone: hex groups of 1-4 digits,
@@ -123,29 +124,32 @@ end
 
 local PEER_FIELDS = { host = true, port = true, weight = true, id = true }
 
--- check_peer returns the peer's canonical JSON, or nil and the reason.
-local function check_peer(where, p)
-  if not is_object(p) then return nil, where .. ": " .. show(p) .. " is not an object" end
+-- check_peer returns the peer's canonical JSON, or nil and the reason, which
+-- the caller prefixes with where the peer is (built only on error: it is
+-- the hot loop of a big push).
+local function check_peer(p)
+  if not is_object(p) then return nil, ": " .. show(p) .. " is not an object" end
   for k in pairs(p) do
-    if not PEER_FIELDS[k] then return nil, where .. ": unknown field " .. show(k) end
+    if not PEER_FIELDS[k] then return nil, ": unknown field " .. show(k) end
   end
-  if type(p.host) ~= "string" or not (is_ipv4(p.host) or is_ipv6(p.host)) then
-    return nil, where .. ".host: " .. show(p.host) .. " is not an IPv4 or IPv6 literal"
+  local host = p.host
+  if type(host) ~= "string" or not (is_ipv4(host) or is_ipv6(host)) then
+    return nil, ".host: " .. show(host) .. " is not an IPv4 or IPv6 literal"
   end
   if not is_int(p.port, 1, 65535) then
-    return nil, where .. ".port: " .. show(p.port) .. " is not 1-65535"
+    return nil, ".port: " .. show(p.port) .. " is not 1-65535"
   end
   if not is_int(p.weight, 1, 10000) then
-    return nil, where .. ".weight: " .. show(p.weight) .. " is not 1-10000"
+    return nil, ".weight: " .. show(p.weight) .. " is not 1-10000"
   end
-  local id = ""
-  if p.id ~= nil then
-    if type(p.id) ~= "string" or #p.id > 256 or p.id:find("[^A-Za-z0-9._:@-]") then
-      return nil, where .. ".id: " .. show(p.id) .. " is not a plain [A-Za-z0-9._:@-] string"
-    end
-    if p.id ~= "" then id = ',"id":"' .. p.id .. '"' end
+  local id = p.id
+  if id == nil or id == "" then
+    return string.format('{"host":"%s","port":%d,"weight":%d}', host, p.port, p.weight)
   end
-  return string.format('{"host":"%s","port":%d,"weight":%d%s}', p.host, p.port, p.weight, id)
+  if type(id) ~= "string" or #id > 256 or id:find("[^A-Za-z0-9._:@-]") then
+    return nil, ".id: " .. show(id) .. " is not a plain [A-Za-z0-9._:@-] string"
+  end
+  return string.format('{"host":"%s","port":%d,"weight":%d,"id":"%s"}', host, p.port, p.weight, id)
 end
 
 -- check_upstream returns the canonical JSON of u's peers, or nil and the reason.
@@ -163,12 +167,12 @@ local function check_upstream(where, u)
   end
   local out, seen = {}, {}
   for i, p in ipairs(u.peers) do
-    local pwhere = where .. ".peers[" .. (i - 1) .. "]"
-    local canon, err = check_peer(pwhere, p)
-    if not canon then return nil, err end
+    local canon, err = check_peer(p)
+    if not canon then return nil, where .. ".peers[" .. (i - 1) .. "]" .. err end
     local key = p.host:lower() .. " " .. p.port
     if seen[key] then
-      return nil, pwhere .. ": " .. show(p.host) .. " port " .. p.port .. " repeats peers[" .. seen[key] .. "]"
+      return nil, where .. ".peers[" .. (i - 1) .. "]: " .. show(p.host) .. " port " .. p.port
+          .. " repeats peers[" .. seen[key] .. "]"
     end
     seen[key] = i - 1
     out[i] = canon

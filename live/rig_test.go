@@ -1,13 +1,14 @@
 package live
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ type rig struct {
 
 type rigOptions struct {
 	workers   int
+	dictSize  string // "8m" unless set
 	seed      Set    // written as the seed file before nginx starts
 	upstreams string // extra directives inside each upstream block
 	location  string // extra directives inside each location
@@ -53,7 +55,7 @@ func startRig(t *testing.T, opts rigOptions, names ...string) *rig {
 		}
 	}
 	var conf strings.Builder
-	conf.WriteString(HTTPConfig(r.socket, r.seed, "8m"))
+	conf.WriteString(HTTPConfig(r.socket, r.seed, cmp.Or(opts.dictSize, "8m")))
 	for _, name := range names {
 		r.ports[name] = testrig.FreePort(t)
 		fmt.Fprintf(&conf, `
@@ -111,17 +113,24 @@ type answer struct {
 }
 
 // call makes one SayHello through upstream name's server on a fresh connection.
-func (r *rig) call(name string) (answer, error) {
+func (r *rig) call(name string) (answer, error) { return r.callWithin(name, 5*time.Second) }
+
+func (r *rig) callWithin(name string, timeout time.Duration) (answer, error) {
 	conn, client, err := greeter.Dial(r.addr(name))
 	if err != nil {
 		return answer{}, err
 	}
 	defer conn.Close()
-	return callOn(client)
+	return callOnWithin(client, timeout)
 }
 
+// callOn makes one SayHello on an existing client connection.
 func callOn(client greeterpb.GreeterClient) (answer, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	return callOnWithin(client, 5*time.Second)
+}
+
+func callOnWithin(client greeterpb.GreeterClient, timeout time.Duration) (answer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var md metadata.MD
 	reply, err := client.SayHello(ctx, &greeterpb.HelloRequest{Name: "live"}, grpc.Header(&md))
@@ -135,8 +144,9 @@ func callOn(client greeterpb.GreeterClient) (answer, error) {
 
 // untilEveryWorker calls name on fresh connections until each of the
 // workers has answered at least twice (reuseport spreads connections over
-// them), failing at the first call not answered by want.
-func (r *rig) untilEveryWorker(name, want string, workers int) int {
+// them), failing at the first call not answered by want. It returns the
+// calls each worker (by pid) answered.
+func (r *rig) untilEveryWorker(name, want string, workers int) map[string]int {
 	r.t.Helper()
 	seen := map[string]int{}
 	calls := 0
@@ -160,7 +170,7 @@ func (r *rig) untilEveryWorker(name, want string, workers int) int {
 		}
 		return nil
 	})
-	return calls
+	return seen
 }
 
 // reload sends SIGHUP and waits until the old workers are told to stop,
@@ -186,46 +196,60 @@ func peerOf(g *testrig.Greeter, weight int) Peer {
 	return Peer{Host: host, Port: p, Weight: weight, ID: "svc-" + g.Instance}
 }
 
-// hangListener accepts TCP connections and never answers on them until
-// closeAll: an upstream that takes the request and then fails.
-type hangListener struct {
-	net.Listener
-	mu       sync.Mutex
-	conns    []net.Conn
-	accepted chan struct{}
+// blackhole is a listening socket whose accept queue is full: connecting
+// to it hangs in SYN_SENT (the kernel drops the SYNs) until close, after which
+// the next SYN retransmit is refused.
+type blackhole struct {
+	fd     int
+	port   int
+	filler net.Conn
 }
 
-func startHang(t *testing.T) *hangListener {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+func startBlackhole(t *testing.T) *blackhole {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &hangListener{Listener: lis, accepted: make(chan struct{}, 100)}
-	go func() {
-		for {
-			c, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			h.mu.Lock()
-			h.conns = append(h.conns, c)
-			h.mu.Unlock()
-			h.accepted <- struct{}{}
-		}
-	}()
-	t.Cleanup(func() { lis.Close(); h.closeAll() })
-	return h
-}
-
-func (h *hangListener) peer(weight int) Peer {
-	return Peer{Host: "127.0.0.1", Port: h.Addr().(*net.TCPAddr).Port, Weight: weight, ID: "hang"}
-}
-
-func (h *hangListener) closeAll() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, c := range h.conns {
-		c.Close()
+	b := &blackhole{fd: fd}
+	t.Cleanup(b.close)
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
 	}
-	h.conns = nil
+	if err := syscall.Listen(fd, 0); err != nil { // room for one connection
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.port = sa.(*syscall.SockaddrInet4).Port
+	if b.filler, err = net.Dial("tcp", testrig.LoopbackAddr(b.port)); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (b *blackhole) peer() Peer { return Peer{Host: "127.0.0.1", Port: b.port, Weight: 1} }
+
+// connecting reports whether some socket is in SYN_SENT to the blackhole.
+func (b *blackhole) connecting() bool {
+	data, _ := os.ReadFile("/proc/net/tcp")
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[3] == "02" && strings.HasSuffix(f[2], fmt.Sprintf(":%04X", b.port)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *blackhole) close() {
+	if b.fd >= 0 {
+		syscall.Close(b.fd)
+		b.fd = -1
+	}
+	if b.filler != nil {
+		b.filler.Close()
+	}
 }

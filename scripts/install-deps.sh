@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what lbctl's tests and demo need on a fresh Debian machine with Go:
-# nginx-light from Debian, and a real Consul agent built from the Go module proxy.
+# nginx-light and its Lua module (live upstreams) from Debian, and a real Consul
+# agent built from the Go module proxy.
 # Idempotent and fast when everything is already there. Prints the Consul path last.
 set -euo pipefail
 
@@ -17,6 +18,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 install_debian_packages() {
   local missing=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+  # Live upstreams (package live): balancer_by_lua, a shared dict, cjson.
+  [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing+=(libnginx-mod-http-lua)
+  compgen -G '/usr/lib/*/lua/5.1/cjson.so' >/dev/null || missing+=(lua-cjson)
   command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
   # A real compose parser for the docker-compose.yaml test (needs no engine).
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
