@@ -159,7 +159,7 @@ func TestImageConfigsAreValid(t *testing.T) {
 	}
 	n := testrig.NewNginx(t)
 	moved := strings.NewReplacer("/etc/nginx/conf.d/", n.ConfD+"/", "/run/nginx.pid", n.PIDFile,
-		"/var/log/nginx/", n.Dir+"/", "modules/", "/usr/lib/nginx/modules/", cfg.Nginx.LiveDir+"/", n.Dir+"/")
+		"/var/log/nginx/", n.Dir+"/", cfg.Nginx.LiveDir+"/", n.Dir+"/")
 	if err := os.WriteFile(n.MainConf, []byte(moved.Replace(string(main))), 0o644); err != nil {
 		t.Fatal(err)
 	}
