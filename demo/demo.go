@@ -164,7 +164,7 @@ func (s *stack) startLB() error {
 		return err
 	}
 	s.procs = append(s.procs, p)
-	s.say("lbctl run: supervises nginx, renders greeter's upstream from Consul, reloads on change; gRPC on %s", s.lbAddr)
+	s.say("lbctl run: supervises nginx, follows greeter's instances in Consul (live upstreams: no reload); gRPC on %s", s.lbAddr)
 	return waitUntil(30*time.Second, "lbctl run to register the load balancer", func() error {
 		if err := p.running(); err != nil {
 			return err
@@ -186,6 +186,10 @@ nginx:
   prefix: %[3]s
   error_log: %[3]s/nginx-error.log
   services_conf: %[3]s/conf.d/lbctl.conf
+  # Instance changes go to nginx's Lua balancer, no reload (lbctl falls back
+  # to reloads, and says so, when nginx has no Lua module).
+  live_upstreams: true
+  live_dir: %[3]s/live
 lb_id: demo-lb
 services:
   - name: greeter
@@ -210,7 +214,7 @@ func nginxConf(dir string) string {
 	if os.Geteuid() == 0 {
 		user = "user root;\n"
 	}
-	return user + fmt.Sprintf(`worker_processes 1;
+	return user + luaModules() + fmt.Sprintf(`worker_processes 1;
 worker_shutdown_timeout 10s;
 error_log %[1]s/nginx-error.log notice;
 pid %[1]s/nginx.pid;
@@ -225,6 +229,19 @@ http {
     include %[1]s/conf.d/*.conf;
 }
 `, dir)
+}
+
+// luaModules loads Debian's Lua module (and the NDK it needs) when it is
+// installed (scripts/install-deps.sh installs it).
+func luaModules() string {
+	var lines string
+	for _, m := range []string{"/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so"} {
+		if _, err := os.Stat(m); err != nil {
+			return ""
+		}
+		lines += "load_module " + m + ";\n"
+	}
+	return lines
 }
 
 // startGreeters starts n greeters tagged tag, each under `lbctl register --`,
