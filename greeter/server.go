@@ -21,6 +21,9 @@ type Server struct {
 	greeterpb.UnimplementedGreeterServer
 	Instance string
 	Version  string
+	// OnCall, if set, is called as each unary call starts (tests record
+	// when calls reached the instance). It must be safe for concurrent use.
+	OnCall func()
 
 	served atomic.Int64
 }
@@ -30,6 +33,9 @@ func (s *Server) Served() int64 { return s.served.Load() }
 
 // SayHello answers after the requested delay (or when the call is cancelled).
 func (s *Server) SayHello(ctx context.Context, req *greeterpb.HelloRequest) (*greeterpb.HelloReply, error) {
+	if s.OnCall != nil {
+		s.OnCall()
+	}
 	if req.GetDelayMs() > 0 {
 		select {
 		case <-time.After(time.Duration(req.GetDelayMs()) * time.Millisecond):

@@ -1,6 +1,6 @@
 // Package loadgen drives gRPC load through a load balancer on loopback:
-// many concurrent clients, each on its own connection, making unary SayHello
-// calls, plus long-lived StreamHellos server streams. It counts successes and
+// many concurrent clients, each on its own connection (or all multiplexed on
+// one, with SharedConn), making unary SayHello calls, plus long-lived StreamHellos server streams. It counts successes and
 // failures per answering instance, and streams that broke.
 package loadgen
 
@@ -27,6 +27,9 @@ type Options struct {
 	Target string
 	// Clients is how many unary callers run, each on its own connection.
 	Clients int
+	// SharedConn puts every unary caller on one connection instead, so it
+	// carries Clients concurrent calls at a time (HTTP/2 streams).
+	SharedConn bool
 	// Streams is how many StreamHellos streams are held open, each on its own connection.
 	Streams int
 	// Calls stops the unary callers after this many calls in all (0: no bound).
@@ -39,6 +42,10 @@ type Options struct {
 	StreamInterval time.Duration
 	// DelayMs makes the server hold each unary call this long.
 	DelayMs uint32
+	// OnAnswer, if set, is called after each successful unary call with the
+	// time the call was sent and the instance that answered it. It must be
+	// safe for concurrent use.
+	OnAnswer func(sent time.Time, instance string)
 }
 
 // Report is what the load saw.
@@ -96,8 +103,18 @@ func (g *Gen) Run(ctx context.Context) (Report, error) {
 		defer cancel()
 	}
 	var wg sync.WaitGroup
+	dial := g.dial
+	if g.opts.SharedConn && g.opts.Clients > 0 {
+		conn, client, err := greeter.Dial(g.opts.Target)
+		if err != nil {
+			g.fail(err)
+			return g.Snapshot(), nil
+		}
+		defer conn.Close()
+		dial = func() (greeterpb.GreeterClient, func(), error) { return client, func() {}, nil }
+	}
 	for range g.opts.Clients {
-		wg.Go(func() { g.unaryClient(ctx) })
+		wg.Go(func() { g.unaryClient(ctx, dial) })
 	}
 	for range g.opts.Streams {
 		wg.Go(func() { g.stream(ctx) })
@@ -118,13 +135,22 @@ func (g *Gen) Snapshot() Report {
 	}
 }
 
-func (g *Gen) unaryClient(ctx context.Context) {
+// dial opens a unary caller's own connection; done closes it.
+func (g *Gen) dial() (client greeterpb.GreeterClient, done func(), err error) {
 	conn, client, err := greeter.Dial(g.opts.Target)
+	if err != nil {
+		return nil, nil, err
+	}
+	return client, func() { conn.Close() }, nil
+}
+
+func (g *Gen) unaryClient(ctx context.Context, dial func() (greeterpb.GreeterClient, func(), error)) {
+	client, done, err := dial()
 	if err != nil {
 		g.fail(err)
 		return
 	}
-	defer conn.Close()
+	defer done()
 	for ctx.Err() == nil {
 		if n := g.calls.Add(1); g.opts.Calls > 0 && n > g.opts.Calls {
 			g.calls.Add(-1)
@@ -139,6 +165,7 @@ func (g *Gen) unaryClient(ctx context.Context) {
 func (g *Gen) call(client greeterpb.GreeterClient) {
 	cctx, cancel := context.WithTimeout(context.Background(), g.opts.CallTimeout)
 	defer cancel()
+	sent := time.Now()
 	reply, err := client.SayHello(cctx, &greeterpb.HelloRequest{Name: "loadgen", DelayMs: g.opts.DelayMs})
 	if err != nil {
 		g.fail(err)
@@ -147,6 +174,9 @@ func (g *Gen) call(client greeterpb.GreeterClient) {
 	g.mu.Lock()
 	g.byInstance[reply.GetInstance()]++
 	g.mu.Unlock()
+	if g.opts.OnAnswer != nil {
+		g.opts.OnAnswer(sent, reply.GetInstance())
+	}
 }
 
 func (g *Gen) fail(err error) {

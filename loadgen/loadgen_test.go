@@ -55,3 +55,18 @@ type notYet struct{}
 func (notYet) Error() string { return "not yet" }
 
 var errNotYet error = notYet{}
+
+func TestSharedConnMultiplexesEveryCallerOnOneConnection(t *testing.T) {
+	g := testrig.StartGreeter(t, "alpha", "v1")
+	gen, err := New(Options{Target: g.Addr, Clients: 8, SharedConn: true, Calls: 400, DelayMs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := gen.Run(context.Background())
+	if r.Calls != 400 || r.Failures != 0 || r.ByInstance["alpha"] != 400 {
+		t.Fatalf("report %+v, want 400 calls all answered by alpha", r)
+	}
+	if n := g.Conns(); n != 1 {
+		t.Fatalf("the greeter accepted %d connections, want the one all 8 callers share", n)
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -219,6 +220,9 @@ func TestAppExitingOnItsOwnIsDeregisteredWithItsCode(t *testing.T) {
 // TestRegisterHelperApp is not a test: it is the app that
 // TestRegisterRunsTheAppAndDrains runs as `lbctl register -- app`. It serves
 // a greeter on $LBCTL_TEST_APP_PORT, stops gracefully on SIGTERM and exits 7.
+// It answers as $LBCTL_TEST_APP_INSTANCE (default blue-1); with
+// $LBCTL_TEST_APP_STARTS it writes there, before exiting, when each of its
+// unary calls started (Unix nanoseconds, one a line).
 func TestRegisterHelperApp(t *testing.T) {
 	port := os.Getenv("LBCTL_TEST_APP_PORT")
 	if port == "" {
@@ -248,7 +252,28 @@ func TestRegisterHelperApp(t *testing.T) {
 		fmt.Fprintln(os.Stderr, "helper app:", err)
 		os.Exit(1)
 	}
-	(&greeter.Server{Instance: "blue-1", Version: "v1"}).Serve(ctx, lis)
+	srv := &greeter.Server{Instance: cmp.Or(os.Getenv("LBCTL_TEST_APP_INSTANCE"), "blue-1"), Version: "v1"}
+	var mu sync.Mutex
+	var starts []int64
+	srv.OnCall = func() {
+		now := time.Now().UnixNano()
+		mu.Lock()
+		starts = append(starts, now)
+		mu.Unlock()
+	}
+	srv.Serve(ctx, lis)
+	if path := os.Getenv("LBCTL_TEST_APP_STARTS"); path != "" {
+		mu.Lock()
+		var b strings.Builder
+		for _, s := range starts {
+			fmt.Fprintln(&b, s)
+		}
+		mu.Unlock()
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "helper app:", err)
+			os.Exit(1)
+		}
+	}
 	os.Exit(code)
 }
 

@@ -20,18 +20,24 @@ func lbRunConfig(c *testrig.Consul, n *testrig.Nginx, lb string) string {
 	return fmt.Sprintf(`consul: {address: %q}
 %slb_id: lb-test
 services: [{name: greeter, listen: %q, shift: true}]
-programs:
+%sregister:
+  name: grpc-lb
+  address: 127.0.0.1
+  port: %s
+  check: {type: tcp}
+`, c.Addr, nginxYAML(n), lb, nginxProgramYAML(n), lb[strings.LastIndex(lb, ":")+1:])
+}
+
+// nginxProgramYAML is the programs section that runs n supervised, gated on
+// the first render, as lbctl run's config does.
+func nginxProgramYAML(n *testrig.Nginx) string {
+	return fmt.Sprintf(`programs:
   - name: nginx
     command: [%q, -p, %q, -c, %q, -g, "daemon off;"]
     wait_for_gates: [first-render]
     stopsignal: QUIT
     essential: true
-register:
-  name: grpc-lb
-  address: 127.0.0.1
-  port: %s
-  check: {type: tcp}
-`, c.Addr, nginxYAML(n), lb, n.Bin, n.Dir, n.MainConf, lb[strings.LastIndex(lb, ":")+1:])
+`, n.Bin, n.Dir, n.MainConf)
 }
 
 // lbctl run: nginx starts only after the first render, serves Consul's

@@ -37,6 +37,9 @@ func NginxBinary(t testing.TB) string {
 type NginxOptions struct {
 	Lua     bool // load the lua module (and the NDK it needs): LuaModules
 	Workers int  // worker_processes; 0 is 1
+	// ShutdownTimeout is worker_shutdown_timeout: how long an old worker
+	// keeps its connections after a reload before closing them; 0 is 30s.
+	ShutdownTimeout time.Duration
 }
 
 // LuaModules are the dynamic modules Debian's libnginx-mod-http-lua installs,
@@ -94,8 +97,12 @@ func (n *Nginx) mainConfig() string {
 			head += "load_module " + m + ";\n"
 		}
 	}
+	shutdown := n.opts.ShutdownTimeout
+	if shutdown <= 0 {
+		shutdown = 30 * time.Second
+	}
 	return head + fmt.Sprintf(`worker_processes %[2]d;
-worker_shutdown_timeout 30s;
+worker_shutdown_timeout %[3]dms;
 error_log %[1]s/error.log notice;
 pid %[1]s/nginx.pid;
 events { worker_connections 1024; }
@@ -108,7 +115,7 @@ http {
     scgi_temp_path %[1]s/scgi;
     include %[1]s/conf.d/*.conf;
 }
-`, n.Dir, max(n.opts.Workers, 1))
+`, n.Dir, max(n.opts.Workers, 1), shutdown.Milliseconds())
 }
 
 // Args are the command-line arguments that point nginx at this prefix and config.

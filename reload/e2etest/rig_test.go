@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -29,8 +30,10 @@ type rig struct {
 	lb     *lb.LB
 	ctl    *reload.Controller
 	m      *metrics.Metrics
-	addr   string // where nginx serves the greeter service
-	dest   string // the services conf the built-in template writes
+	addr   string // where nginx serves the first service (greeter by default)
+	// addrs is where nginx serves each service, by name.
+	addrs map[string]string
+	dest  string // the services conf the built-in template writes
 	// liveSocket is nginx's push socket, with rigOptions.live.
 	liveSocket string
 	cfg        *config.Config
@@ -44,22 +47,37 @@ type rigOptions struct {
 	wait   config.Wait
 	// live: nginx with the Lua module (two workers) and live upstreams on.
 	live bool
+	// services behind the load balancer; each one without a Listen gets a
+	// free loopback port. Empty is one service, greeter.
+	services []config.Service
+	// shutdownTimeout is nginx's worker_shutdown_timeout (0: testrig's 30s).
+	shutdownTimeout time.Duration
 }
 
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	r := &rig{t: t, consul: testrig.StartConsul(t, o.consul)}
+	r := &rig{t: t, consul: testrig.StartConsul(t, o.consul), addrs: map[string]string{}}
+	nopts := testrig.NginxOptions{ShutdownTimeout: o.shutdownTimeout}
 	if o.live {
-		r.nginx = testrig.NewNginxWith(t, testrig.NginxOptions{Lua: true, Workers: 2})
-	} else {
-		r.nginx = testrig.NewNginx(t)
+		nopts.Lua, nopts.Workers = true, 2
 	}
-	r.addr = testrig.LoopbackAddr(testrig.FreePort(t))
+	r.nginx = testrig.NewNginxWith(t, nopts)
+	services := slices.Clone(o.services)
+	if len(services) == 0 {
+		services = []config.Service{{Name: "greeter"}}
+	}
+	for i := range services {
+		if services[i].Listen == "" {
+			services[i].Listen = testrig.LoopbackAddr(testrig.FreePort(t))
+		}
+		r.addrs[services[i].Name] = services[i].Listen
+	}
+	r.addr = services[0].Listen
 	r.dest = filepath.Join(r.nginx.ConfD, "lbctl.conf")
 	n := r.nginx
 	cfg := &config.Config{
 		LBID:     "lb-test",
-		Services: []config.Service{{Name: "greeter", Listen: r.addr}},
+		Services: services,
 		Nginx: config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: r.dest,
 			LiveUpstreams: o.live, LiveDir: filepath.Join(n.Dir, "live")},
 		Wait: o.wait,
