@@ -27,21 +27,34 @@ type liveState struct {
 	last   *render.Update // the newest update applied, for Resync
 }
 
-// applyLive writes set to the seed file nginx loads when it starts, then
-// pushes it to the running nginx and checks nginx holds every version.
+// applyLive pushes set to the running nginx and checks nginx holds every
+// version, then writes set to the seed file nginx loads when it starts.
 // prune also drops the upstreams set does not list; without it (before a
 // reload that adds upstreams) the old ones stay for the old workers.
+//
+// The push comes first: the seed only matters to an nginx that starts
+// later, and a master restarted in between is pushed the current set again
+// (Resync). Writing the file first put the disk in the path of every
+// instance change: creating and renaming it waited 2-170 ms on a busy
+// disk's journal, against ~1 ms for the push (cmd/lbctl-bench-reload).
 func (c *Controller) applyLive(ctx context.Context, set live.Set, prune bool) (Outcome, error) {
+	outcome, err := c.pushSet(ctx, set, prune)
 	if !sameVersions(c.live.seeded, set) {
-		if err := live.WriteSeed(c.opts.Nginx.LiveSeed(), set); err != nil {
-			return Failed, fmt.Errorf("write live upstreams seed: %w", err)
+		if serr := live.WriteSeed(c.opts.Nginx.LiveSeed(), set); serr != nil {
+			return Failed, errors.Join(err, fmt.Errorf("write live upstreams seed: %w", serr))
 		}
 		c.live.seeded = set
 	}
+	return outcome, err
+}
+
+// pushSet is applyLive's push: Written when no nginx runs (it loads the
+// seed when it starts), Unchanged when the same master already confirmed set.
+func (c *Controller) pushSet(ctx context.Context, set live.Set, prune bool) (Outcome, error) {
 	master, err := c.opts.MasterPID()
 	if errors.Is(err, ErrNoMaster) {
 		c.live.held = nil
-		return Written, nil // nginx loads the seed when it starts
+		return Written, nil
 	}
 	if err != nil {
 		return Failed, fmt.Errorf("find nginx master: %w", err)

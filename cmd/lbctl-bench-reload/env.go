@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,16 +20,39 @@ import (
 	"github.com/lbctl/lbctl/lb"
 	"github.com/lbctl/lbctl/lb/lbtest"
 	"github.com/lbctl/lbctl/reload"
+	"github.com/lbctl/lbctl/render"
 )
 
-// benchEnv is one Consul, two greeter backends, and two identical nginx:
-// one fed by lbctl, one by consul-template.
+// benchEnv is one Consul, two greeter backends, and three nginx: one fed by
+// lbctl reloading, one by consul-template, both serving Consul service
+// "greeter", and one with the Lua module fed by lbctl in live mode, serving
+// service "greeter-live" (the same two backends), so that its rounds are
+// Consul writes of their own, measured while the other pipelines are idle.
 type benchEnv struct {
-	consul    *testrig.Consul
-	backends  [2]*testrig.Greeter
-	lbctlAddr string
-	ctAddr    string
-	ctl       *reload.Controller
+	consul   *testrig.Consul
+	backends [2]*testrig.Greeter
+	lbctl    *pipeline // reload mode, service "greeter"
+	live     *pipeline // live upstreams, service "greeter-live"
+	ctAddr   string
+	ctNginx  *testrig.Nginx
+}
+
+// pipeline is one lbctl load balancer built by package lb, and its nginx.
+type pipeline struct {
+	service string // the Consul service it serves
+	addr    string // where its nginx listens
+	nginx   *testrig.Nginx
+	ctl     *reload.Controller
+	// applied is the newest update nginx was confirmed to hold (OnApplied).
+	applied atomic.Pointer[appliedAt]
+}
+
+// appliedAt is when an update was rendered (render.Update.Seen: after the
+// blocking query returned and the template ran) and when the reload
+// controller had nginx confirm it (reloaded, or pushed and read back).
+type appliedAt struct {
+	index         uint64
+	seen, applied time.Time
 }
 
 func setUp(ctx context.Context, tb *benchTB, o benchOptions) (*benchEnv, error) {
@@ -37,52 +61,68 @@ func setUp(ctx context.Context, tb *benchTB, o benchOptions) (*benchEnv, error) 
 	}
 	env := &benchEnv{consul: testrig.StartConsul(tb)}
 	env.backends = [2]*testrig.Greeter{testrig.StartGreeter(tb, "alpha", "v1"), testrig.StartGreeter(tb, "beta", "v2")}
-	if err := env.point(env.backends[0]); err != nil {
-		return nil, err
+	env.lbctl, env.live = &pipeline{service: "greeter"}, &pipeline{service: "greeter-live"}
+	for _, p := range []*pipeline{env.lbctl, env.live} {
+		if err := env.point(p.service, env.backends[0]); err != nil {
+			return nil, err
+		}
 	}
 	log := slog.New(slog.DiscardHandler)
 	if o.verbose {
 		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
-	if err := env.startLbctl(tb, log, o.waitMin); err != nil {
+	if err := env.lbctl.start(tb, env.consul, log, o.waitMin, 0); err != nil {
+		return nil, err
+	}
+	if err := env.live.start(tb, env.consul, log, o.waitMin, o.liveWorkers); err != nil {
 		return nil, err
 	}
 	if err := env.startConsulTemplate(ctx, tb, o); err != nil {
 		return nil, err
 	}
-	testrig.ExpectInstance(tb, env.lbctlAddr, "alpha", 10*time.Second)
+	testrig.ExpectInstance(tb, env.lbctl.addr, "alpha", 10*time.Second)
+	testrig.ExpectInstance(tb, env.live.addr, "alpha", 10*time.Second)
 	testrig.ExpectInstance(tb, env.ctAddr, "alpha", 10*time.Second)
 	return env, nil
 }
 
-// point re-registers the one instance of "greeter" at backend g: one catalog write.
-func (e *benchEnv) point(g *testrig.Greeter) error {
-	reg := &api.AgentServiceRegistration{ID: "greeter-x", Name: "greeter", Address: "127.0.0.1", Port: g.Port}
+// point re-registers the one instance of service at backend g: one catalog write.
+func (e *benchEnv) point(service string, g *testrig.Greeter) error {
+	reg := &api.AgentServiceRegistration{ID: service + "-x", Name: service, Address: "127.0.0.1", Port: g.Port}
 	if err := e.consul.Client.Agent().ServiceRegister(reg); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 	return nil
 }
 
-// startLbctl runs lbctl's pipeline through the same assembly as `lbctl run`
+// start runs lbctl's pipeline through the same assembly as `lbctl run`
 // (package lb): catalog watch, render engine following splits, reload
 // controller with the config's default wait, drain publisher. Only the
-// supervisor is missing: nginx is started here once the first render is on disk.
-func (e *benchEnv) startLbctl(tb *benchTB, log *slog.Logger, waitMin time.Duration) error {
-	n := testrig.NewNginx(tb)
-	e.lbctlAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
+// supervisor is missing: nginx is started here once the first render is on
+// disk. liveWorkers > 0 turns live upstreams on, with an nginx of that many
+// workers loading the Lua module.
+func (p *pipeline) start(tb *benchTB, consul *testrig.Consul, log *slog.Logger, waitMin time.Duration, liveWorkers int) error {
+	n := testrig.NewNginxWith(tb, testrig.NginxOptions{Lua: liveWorkers > 0, Workers: liveWorkers})
+	p.nginx, p.addr = n, testrig.LoopbackAddr(testrig.FreePort(tb))
 	cfg := &config.Config{
-		LBID:     "lbctl-bench",
-		Services: []config.Service{{Name: "greeter", Listen: e.lbctlAddr, Shift: true}},
-		Nginx:    config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: filepath.Join(n.ConfD, "lbctl.conf")},
-		Wait:     config.Wait{Min: waitMin},
+		LBID:     "lbctl-bench-" + p.service,
+		Services: []config.Service{{Name: p.service, Listen: p.addr, Shift: true}},
+		Nginx: config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: filepath.Join(n.ConfD, "lbctl.conf"),
+			LiveUpstreams: liveWorkers > 0, LiveDir: filepath.Join(n.Dir, "live")},
+		Wait: config.Wait{Min: waitMin},
 	}
 	cfg.SetDefaults()
-	l, err := lb.New(cfg, lb.Options{Consul: e.consul.Client, Log: log})
+	onApplied := func(u render.Update) {
+		p.applied.Store(&appliedAt{index: u.Index, seen: u.Seen, applied: time.Now()})
+	}
+	l, err := lb.New(cfg, lb.Options{Consul: consul.Client, Log: log.With("pipeline", p.service), OnApplied: onApplied})
 	if err != nil {
 		return err
 	}
-	e.ctl = l.Controller()
+	if liveWorkers > 0 && !l.Live() {
+		return fmt.Errorf("lbctl live: nginx has no Lua module, live upstreams are off")
+	}
+	p.ctl = l.Controller()
 	lbtest.Run(tb, l, n)
 	return nil
 }
@@ -103,7 +143,7 @@ server {
 // into a second nginx, with `nginx -s reload` as the template's command.
 func (e *benchEnv) startConsulTemplate(ctx context.Context, tb *benchTB, o benchOptions) error {
 	n := testrig.NewNginx(tb)
-	e.ctAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
+	e.ctNginx, e.ctAddr = n, testrig.LoopbackAddr(testrig.FreePort(tb))
 	tpl := filepath.Join(tb.TempDir(), "greeter.ctmpl")
 	if err := os.WriteFile(tpl, []byte(fmt.Sprintf(ctTemplate, e.ctAddr)), 0o644); err != nil {
 		return err
@@ -134,7 +174,7 @@ func (e *benchEnv) startConsulTemplate(ctx context.Context, tb *benchTB, o bench
 // measure nginx's sleep, not the pipelines.
 func (e *benchEnv) settle(gap time.Duration) {
 	testrig.Poll(2*time.Second, func() error {
-		if gens, _ := e.ctl.OldGenerations(); gens > 0 {
+		if gens, _ := e.lbctl.ctl.OldGenerations(); gens > 0 {
 			return fmt.Errorf("%d old generations", gens)
 		}
 		return nil

@@ -1,12 +1,16 @@
 // Command lbctl-bench-reload measures "Consul change → nginx serving the new
 // upstream" for lbctl's pipeline, built by package lb as `lbctl run` builds
 // it (catalog watch → built-in render following splits → reload controller →
-// drain publisher), and for consul-template driving an identical nginx with
-// `nginx -s reload`, side by side on the same run, and prints p50/p90/p99.
+// drain publisher), for the same pipeline with live upstreams (instance
+// changes pushed to nginx's Lua balancer, no reload), and for
+// consul-template driving an identical nginx with `nginx -s reload`, all in
+// the same run, and prints p50/p90/p99, where lbctl's time goes, what one
+// probe call costs, and the nginx workers' memory with and without the Lua
+// module.
 //
 // Each round re-registers one Consul service instance with the port of the
-// other of two greeter backends (a single catalog write), then probes both
-// nginx instances on fresh connections until the new backend answers.
+// other of two greeter backends (a single catalog write), then probes the
+// nginx serving it on fresh connections until the new backend answers.
 package main
 
 import (
@@ -32,6 +36,7 @@ type benchOptions struct {
 	gap            time.Duration
 	window         time.Duration
 	waitMin        time.Duration
+	liveWorkers    int
 }
 
 func main() {
@@ -43,6 +48,7 @@ func main() {
 	flag.DurationVar(&o.gap, "gap", 600*time.Millisecond, "pause between rounds (more than lbctl's wait.between_reloads, so each round is one change on a quiet load balancer)")
 	flag.DurationVar(&o.window, "window", 250*time.Millisecond, "keep probing this long after the new backend first answers")
 	flag.DurationVar(&o.waitMin, "wait-min", 0, "lbctl's wait.min (0: the config default)")
+	flag.IntVar(&o.liveWorkers, "live-workers", 2, "worker_processes of the live-mode nginx (the shipped config's auto on 2 CPUs)")
 	flag.BoolVar(&o.verbose, "v", false, "log lbctl's reload lines")
 	flag.Parse()
 	if err := run(o, os.Stdout); err != nil {
@@ -68,35 +74,58 @@ func run(o benchOptions, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	load := [2]string{loadAverage()}
 	lat, err := measure(ctx, env, o)
 	if err != nil {
 		return err
 	}
-	printTable(out, o, lat)
-	return nil
+	load[1] = loadAverage()
+	printTable(out, o, lat, load)
+	return printMemory(out, env)
 }
 
 // latencies are the per-round results of each pipeline.
 type latencies struct {
-	lbctl, consulTemplate rounds
+	lbctl, live, consulTemplate rounds
 }
 
 // rounds holds, per round, when the new backend first answered a fresh
-// connection, and from when on every fresh connection got it.
+// connection, and from when on every fresh connection got it; for lbctl's
+// pipelines also the steps in between, and for every pipeline how long each
+// probe call took.
 type rounds struct {
 	first, all []time.Duration
+	steps      []steps
+	calls      []time.Duration
 }
 
+// steps are the times from the start of a round (just before the Consul
+// write) to each point an lbctl pipeline passed.
+type steps struct {
+	written  time.Duration // the catalog write returned
+	rendered time.Duration // the blocking query returned and the template ran (render.Update.Seen)
+	applied  time.Duration // OnApplied: reload confirmed, or push read back and seed file written
+	first    time.Duration // the first call on the new backend answered
+}
+
+// measure runs the rounds. Each round is two Consul writes, one after the
+// other: the first moves "greeter", served by lbctl (reload mode) and
+// consul-template, probed side by side as they always were; the second
+// moves "greeter-live", served by lbctl in live mode, probed alone. The
+// three pipelines so see the same machine, round after round, and a
+// pipeline finishing in milliseconds is not measured under the other two's
+// reloads and probes.
 func measure(ctx context.Context, env *benchEnv, o benchOptions) (latencies, error) {
 	var lat latencies
 	for i := range o.rounds {
 		next := env.backends[(i+1)%2]
 		start := time.Now()
-		if err := env.point(next); err != nil {
+		if err := env.point(env.lbctl.service, next); err != nil {
 			return lat, err
 		}
+		written := time.Since(start)
 		lc, cc := make(chan probeResult, 1), make(chan probeResult, 1)
-		go func() { lc <- probe(ctx, env.lbctlAddr, next.Instance, start, o) }()
+		go func() { lc <- probe(ctx, env.lbctl.addr, next.Instance, start, o) }()
 		go func() { cc <- probe(ctx, env.ctAddr, next.Instance, start, o) }()
 		l, c := <-lc, <-cc
 		if l.err != nil {
@@ -105,24 +134,53 @@ func measure(ctx context.Context, env *benchEnv, o benchOptions) (latencies, err
 		if c.err != nil {
 			return lat, fmt.Errorf("round %d, consul-template: %w", i, c.err)
 		}
-		lat.lbctl.add(l)
-		lat.consulTemplate.add(c)
+		lat.lbctl.add(l, env.lbctl.stepsOf(start, written, l))
+		lat.consulTemplate.add(c, steps{})
+		env.settle(o.gap)
+
+		start = time.Now()
+		if err := env.point(env.live.service, next); err != nil {
+			return lat, err
+		}
+		written = time.Since(start)
+		v := probe(ctx, env.live.addr, next.Instance, start, o)
+		if v.err != nil {
+			return lat, fmt.Errorf("round %d, lbctl live: %w", i, v.err)
+		}
+		lat.live.add(v, env.live.stepsOf(start, written, v))
 		if o.verbose {
-			fmt.Fprintf(os.Stderr, "round %d: lbctl %s/%s consul-template %s/%s (first/all)\n", i, ms(l.first), ms(l.all), ms(c.first), ms(c.all))
+			fmt.Fprintf(os.Stderr, "round %d: lbctl %s/%s live %s/%s consul-template %s/%s (first/all)\n", i,
+				ms(l.first), ms(l.all), ms(v.first), ms(v.all), ms(c.first), ms(c.all))
 		}
 		env.settle(o.gap)
 	}
 	return lat, nil
 }
 
+// stepsOf is where the round that started at start went, from what the
+// pipeline's OnApplied recorded; zero when the update it holds is older
+// than the round (then the step is left out of the breakdown).
+func (p *pipeline) stepsOf(start time.Time, written time.Duration, r probeResult) steps {
+	a := p.applied.Load()
+	if a == nil || a.seen.Before(start) {
+		return steps{}
+	}
+	return steps{written: written, rendered: a.seen.Sub(start), applied: a.applied.Sub(start), first: r.first}
+}
+
 type probeResult struct {
 	first, all time.Duration
+	calls      []time.Duration // how long each call took, dial included
 	err        error
 }
 
-func (r *rounds) add(p probeResult) {
+func (r *rounds) add(p probeResult, s steps) {
 	r.first = append(r.first, p.first)
 	r.all = append(r.all, p.all)
+	r.calls = append(r.calls, p.calls...)
+	if s.applied > 0 {
+		r.steps = append(r.steps, s)
+	}
 }
 
 // probe calls addr on a fresh connection each time, from start until window
@@ -131,10 +189,12 @@ func (r *rounds) add(p probeResult) {
 // instance: from then on nginx sent every new connection to the new config.
 func probe(ctx context.Context, addr, instance string, start time.Time, o benchOptions) probeResult {
 	var firstAt, lastOld time.Time
+	var calls []time.Duration
 	deadline := start.Add(o.timeout)
 	for time.Now().Before(deadline) {
 		callStart := time.Now()
 		got, err := testrig.CallInstance(ctx, addr)
+		calls = append(calls, time.Since(callStart))
 		switch {
 		case err != nil:
 			return probeResult{err: fmt.Errorf("probe %s: %w", addr, err)}
@@ -148,32 +208,73 @@ func probe(ctx context.Context, addr, instance string, start time.Time, o benchO
 			if lastOld.After(firstAt) {
 				all = lastOld
 			}
-			return probeResult{first: firstAt.Sub(start), all: all.Sub(start)}
+			return probeResult{first: firstAt.Sub(start), all: all.Sub(start), calls: calls}
 		}
 	}
 	return probeResult{err: fmt.Errorf("%s did not answer at %s within %s", instance, addr, o.timeout)}
 }
 
-func printTable(w io.Writer, o benchOptions, lat latencies) {
-	fmt.Fprintf(w, "Consul change -> nginx serving the new upstream, %d rounds (%d CPUs, %s, %s)\n\n",
-		o.rounds, runtime.NumCPU(), nginxVersion(), runtime.Version())
-	fmt.Fprintf(w, "| %-42s | %-26s | %8s | %8s | %8s | %8s |\n", "pipeline", "measured", "p50", "p90", "p99", "max")
-	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|\n", dash(44), dash(28), dash(10), dash(10), dash(10), dash(10))
-	row(w, "lbctl (nginx -t, swap, SIGHUP, confirm)", "every new call on new", lat.lbctl.all)
+const (
+	lbctlName = "lbctl (nginx -t, swap, SIGHUP, confirm)"
+	liveName  = "lbctl live (push, read back)"
+)
+
+func printTable(w io.Writer, o benchOptions, lat latencies, load [2]string) {
+	fmt.Fprintf(w, "Consul change -> nginx serving the new upstream, %d rounds (%s, %s, %s)\n", o.rounds, machine(), nginxVersion(), runtime.Version())
+	fmt.Fprintf(w, "load average (1, 5, 15 min) before: %s, after: %s\n\n", load[0], load[1])
+	fmt.Fprintf(w, "| %-54s | %-26s | %8s | %8s | %8s | %8s |\n", "pipeline", "measured", "p50", "p90", "p99", "max")
+	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|\n", dash(56), dash(28), dash(10), dash(10), dash(10), dash(10))
 	ct := "consul-template v" + testrig.ConsulTemplateVersion + " + nginx -s reload"
+	live := fmt.Sprintf("%s, %d workers", liveName, o.liveWorkers)
+	row(w, lbctlName, "every new call on new", lat.lbctl.all)
+	row(w, live, "every new call on new", lat.live.all)
 	row(w, ct, "every new call on new", lat.consulTemplate.all)
-	row(w, "lbctl (nginx -t, swap, SIGHUP, confirm)", "first call on new", lat.lbctl.first)
+	row(w, lbctlName, "first call on new", lat.lbctl.first)
+	row(w, live, "first call on new", lat.live.first)
 	row(w, ct, "first call on new", lat.consulTemplate.first)
-	fmt.Fprintf(w, "\nevery new call on the new upstream: lbctl is %.1fx faster at p50, %.1fx at p99\n",
-		ratio(lat.consulTemplate.all, lat.lbctl.all, 50), ratio(lat.consulTemplate.all, lat.lbctl.all, 99))
-	fmt.Fprintf(w, "first call on the new upstream:     lbctl is %.1fx faster at p50, %.1fx at p99\n",
-		ratio(lat.consulTemplate.first, lat.lbctl.first, 50), ratio(lat.consulTemplate.first, lat.lbctl.first, 99))
+	fmt.Fprintf(w, "\nevery new call on the new upstream: lbctl is %.1fx faster than consul-template at p50, %.1fx at p99; live %.1fx, %.1fx\n",
+		ratio(lat.consulTemplate.all, lat.lbctl.all, 50), ratio(lat.consulTemplate.all, lat.lbctl.all, 99),
+		ratio(lat.consulTemplate.all, lat.live.all, 50), ratio(lat.consulTemplate.all, lat.live.all, 99))
+	fmt.Fprintf(w, "first call on the new upstream:     lbctl is %.1fx faster than consul-template at p50, %.1fx at p99; live %.1fx, %.1fx\n",
+		ratio(lat.consulTemplate.first, lat.lbctl.first, 50), ratio(lat.consulTemplate.first, lat.lbctl.first, 99),
+		ratio(lat.consulTemplate.first, lat.live.first, 50), ratio(lat.consulTemplate.first, lat.live.first, 99))
+
+	fmt.Fprintf(w, "\nwhere lbctl's time goes, from just before the Consul write (p50 / p99 of the rounds):\n\n")
+	fmt.Fprintf(w, "| %-54s | %-19s | %-19s | %-19s | %-19s |\n", "pipeline", "write returned", "rendered", "applied (OnApplied)", "first call on new")
+	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|\n", dash(56), dash(21), dash(21), dash(21), dash(21))
+	stepRow(w, lbctlName, lat.lbctl.steps)
+	stepRow(w, live, lat.live.steps)
+
+	fmt.Fprintf(w, "\nthe probe: one call on a fresh connection (dial, HTTP/2 handshake, SayHello), p50 / p99 / max:\n")
+	for _, p := range []struct {
+		name string
+		r    rounds
+	}{{lbctlName, lat.lbctl}, {live, lat.live}, {ct, lat.consulTemplate}} {
+		fmt.Fprintf(w, "- %s: %s / %s / %s over %d calls\n", p.name, ms(pct(p.r.calls, 50)), ms(pct(p.r.calls, 99)), ms(slices.Max(p.r.calls)), len(p.r.calls))
+	}
+}
+
+func stepRow(w io.Writer, name string, s []steps) {
+	if len(s) == 0 {
+		fmt.Fprintf(w, "| %-54s | %-19s | %-19s | %-19s | %-19s |\n", name, "-", "-", "-", "-")
+		return
+	}
+	col := func(f func(steps) time.Duration) string {
+		var d []time.Duration
+		for _, x := range s {
+			d = append(d, f(x))
+		}
+		return ms(pct(d, 50)) + " / " + ms(pct(d, 99))
+	}
+	fmt.Fprintf(w, "| %-54s | %-19s | %-19s | %-19s | %-19s |\n", name,
+		col(func(x steps) time.Duration { return x.written }), col(func(x steps) time.Duration { return x.rendered }),
+		col(func(x steps) time.Duration { return x.applied }), col(func(x steps) time.Duration { return x.first }))
 }
 
 func ratio(a, b []time.Duration, p int) float64 { return float64(pct(a, p)) / float64(pct(b, p)) }
 
 func row(w io.Writer, name, what string, d []time.Duration) {
-	fmt.Fprintf(w, "| %-42s | %-26s | %8s | %8s | %8s | %8s |\n", name, what, ms(pct(d, 50)), ms(pct(d, 90)), ms(pct(d, 99)),
+	fmt.Fprintf(w, "| %-54s | %-26s | %8s | %8s | %8s | %8s |\n", name, what, ms(pct(d, 50)), ms(pct(d, 90)), ms(pct(d, 99)),
 		ms(slices.Max(d)))
 }
 
@@ -187,6 +288,29 @@ func pct(d []time.Duration, p int) time.Duration {
 	slices.Sort(s)
 	i := (p*len(s)+99)/100 - 1
 	return s[max(0, min(i, len(s)-1))]
+}
+
+// machine is the CPU count and model.
+func machine() string {
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = ", " + strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("nproc %d%s", runtime.NumCPU(), model)
+}
+
+// loadAverage is /proc/loadavg's first three fields.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "?"
 }
 
 func nginxVersion() string {

@@ -1,6 +1,7 @@
 // Package atomicfile replaces files so that a reader sees either the old bytes
 // or the new ones, never a mix: temp file in the same directory, write, fsync,
-// chmod, rename, fsync the directory.
+// chmod, rename, fsync the directory. ReplaceVolatile leaves out the fsyncs,
+// for files that only matter while the machine is up.
 package atomicfile
 
 import (
@@ -26,8 +27,23 @@ func Write(path string, data []byte, perm fs.FileMode) (bool, error) {
 	return true, Replace(path, data, perm)
 }
 
-// Replace writes data to path atomically, whatever path held before.
+// Replace writes data to path atomically, whatever path held before, and
+// durably: file and directory are fsynced before it returns.
 func Replace(path string, data []byte, perm fs.FileMode) error {
+	return replace(path, data, perm, true)
+}
+
+// ReplaceVolatile is Replace without the fsyncs. Readers still see the old
+// bytes or the new, never a mix, but a crash of the machine (not of a
+// process) may leave the old bytes, the new or an empty file. It is for
+// files that only matter while the machine is up, where an fsync would put
+// the disk's latency, milliseconds to tens of them under load, in a path
+// that otherwise takes a fraction of one.
+func ReplaceVolatile(path string, data []byte, perm fs.FileMode) error {
+	return replace(path, data, perm, false)
+}
+
+func replace(path string, data []byte, perm fs.FileMode, durable bool) error {
 	dir := filepath.Dir(path)
 	tmp, err := CreateTemp(path, "")
 	if err != nil {
@@ -38,9 +54,11 @@ func Replace(path string, data []byte, perm fs.FileMode) error {
 		tmp.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
+	if durable {
+		if err := tmp.Sync(); err != nil {
+			tmp.Close()
+			return fmt.Errorf("sync %s: %w", path, err)
+		}
 	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -50,6 +68,9 @@ func Replace(path string, data []byte, perm fs.FileMode) error {
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("replace %s: %w", path, err)
+	}
+	if !durable {
+		return nil
 	}
 	return syncDir(dir)
 }

@@ -82,3 +82,28 @@ func TestRemoveStaleRemovesOnlyLbctlTempFiles(t *testing.T) {
 		t.Fatalf("missing directory: %v, %v", removed, err)
 	}
 }
+
+// ReplaceVolatile differs from Replace only in skipping the fsyncs: the same
+// bytes, mode and clean directory, over an existing file or none.
+func TestReplaceVolatileReplacesLikeReplace(t *testing.T) {
+	for name, replace := range map[string]func(string, []byte, os.FileMode) error{"Replace": Replace, "ReplaceVolatile": ReplaceVolatile} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "live.json")
+		for _, data := range []string{"old", "new"} {
+			if err := replace(path, []byte(data), 0o600); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+		}
+		got, _ := os.ReadFile(path)
+		fi, _ := os.Stat(path)
+		if string(got) != "new" || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: file = %q mode %v, want \"new\" 0600", name, got, fi.Mode().Perm())
+		}
+		if left, _ := filepath.Glob(filepath.Join(dir, ".live.json.lbctl-*")); len(left) != 0 {
+			t.Errorf("%s: temp files left behind: %v", name, left)
+		}
+		if err := replace(filepath.Join(dir, "no", "dir", "f"), []byte("x"), 0o600); err == nil {
+			t.Errorf("%s: want an error for a missing directory", name)
+		}
+	}
+}
