@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"syscall"
 	"time"
 
 	"github.com/lbctl/lbctl/live"
@@ -62,7 +63,7 @@ func (c *Controller) pushSet(ctx context.Context, set live.Set, prune bool) (Out
 	if prune && master == c.live.master && sameVersions(c.live.held, set) {
 		return Unchanged, nil
 	}
-	held, err := c.opts.Live.Push(ctx, set, prune)
+	held, err := c.pushWhenListening(ctx, set, prune)
 	var rejected *live.RejectedError
 	switch {
 	case errors.As(err, &rejected):
@@ -77,6 +78,32 @@ func (c *Controller) pushSet(ctx context.Context, set live.Set, prune bool) (Out
 		c.live.held, c.live.master = set, master
 	}
 	return Applied, nil
+}
+
+// listenWait bounds the wait for an nginx that just started to bind its
+// push socket (its master is known before it has read its config).
+const listenWait = 2 * time.Second
+
+// pushWhenListening pushes set, trying again every 10ms while nginx does
+// not listen on its push socket yet, for up to listenWait.
+func (c *Controller) pushWhenListening(ctx context.Context, set live.Set, prune bool) (map[string]string, error) {
+	deadline := time.Now().Add(listenWait)
+	for {
+		held, err := c.opts.Live.Push(ctx, set, prune)
+		if !notListening(err) || time.Now().After(deadline) {
+			return held, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// notListening says whether err is a unix socket nobody listens on (yet).
+func notListening(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // confirmHeld checks that nginx read back every version pushed.
