@@ -3,8 +3,10 @@ package reload
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/lbctl/lbctl/config"
@@ -87,5 +89,39 @@ func TestLivePushComesBeforeTheSeedFile(t *testing.T) {
 			t.Fatalf("push %d: the seed held version %q when nginx was pushed, want the previous set's %q", i, got, prev)
 		}
 		prev = p.heldVersion["grpc_greeter"]
+	}
+}
+
+// refusingPusher refuses connections the first refusals times, as a push
+// socket that nginx has not bound yet, then holds what it is pushed.
+type refusingPusher struct{ refusals, calls int }
+
+func (p *refusingPusher) Push(_ context.Context, set live.Set, _ bool) (map[string]string, error) {
+	p.calls++
+	if p.calls <= p.refusals {
+		return nil, &net.OpError{Op: "dial", Net: "unix", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	}
+	held := map[string]string{}
+	for name, u := range set {
+		held[name] = u.Version
+	}
+	return held, nil
+}
+
+// An nginx whose master is known but which has not bound its push socket
+// yet (it just started) is pushed once it listens, not failed.
+func TestLivePushWaitsForANginxThatJustStarted(t *testing.T) {
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "lbctl.conf")
+	if err := os.WriteFile(dest, []byte("# live\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &refusingPusher{refusals: 3}
+	ctl := New(Options{Nginx: config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}, Live: p,
+		MasterPID: func() (int, error) { return 4242, nil }})
+	set := live.Set{"grpc_greeter": live.NewUpstream([]live.Peer{{Host: "127.0.0.1", Port: 7001, Weight: 1}})}
+	res, err := ctl.Apply(context.Background(), render.Update{Files: []render.File{{Path: dest, Data: []byte("# live\n")}}, Live: set})
+	if err != nil || res.Live != Applied || p.calls != 4 {
+		t.Fatalf("live %s after %d tries, %v; want applied on the 4th", res.Live, p.calls, err)
 	}
 }
