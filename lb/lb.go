@@ -26,6 +26,7 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/consulclient"
+	"github.com/lbctl/lbctl/internal/listensock"
 	"github.com/lbctl/lbctl/lbstate"
 	"github.com/lbctl/lbctl/metrics"
 	"github.com/lbctl/lbctl/registrar"
@@ -55,7 +56,7 @@ type Supervisor interface {
 	PID(name string) int
 	Changes() <-chan struct{}
 	OpenGate(name string)
-	BeforeStart(name string, hook func() error)
+	BeforeStart(name string, hook func() (supervisor.Extras, error))
 }
 
 // Options are the load balancer's dependencies; every field may be left zero.
@@ -107,6 +108,9 @@ type LB struct {
 	publisher *lbstate.Publisher   // nil with RenderOnly
 	registrar *registrar.Registrar // nil without a register: section, or with RenderOnly
 	id        string
+	// sockets are nginx's listening sockets, held by lbctl while the
+	// supervisor runs nginx (sockets.go); nil otherwise.
+	sockets *listensock.Set
 	// live: instance changes are pushed to nginx's Lua balancer
 	// (nginx.live_upstreams, and nginx has the Lua module).
 	live bool
@@ -170,9 +174,7 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 		return nil, err
 	}
 	l.engine, l.rendered = engine, cfg
-	if l.live && opts.Supervisor != nil {
-		opts.Supervisor.BeforeStart(cfg.Nginx.Program, func() error { return removeStaleSocket(cfg.Nginx) })
-	}
+	l.holdSockets()
 	if opts.RenderOnly {
 		return l, nil
 	}
@@ -218,10 +220,7 @@ func (l *LB) newEngine(cfg *config.Config) (*render.Engine, error) {
 // otherwise leaves it to Options.MasterPID (or nginx.pid_file when nil).
 func (l *LB) masterPID() func() (int, error) {
 	sup, name := l.opts.Supervisor, l.cfg.Nginx.Program
-	if sup == nil {
-		return l.opts.MasterPID
-	}
-	if _, err := sup.StatusOf(name); err != nil {
+	if !l.supervisesNginx() {
 		return l.opts.MasterPID
 	}
 	return func() (int, error) {
@@ -287,6 +286,7 @@ func (l *LB) Run(ctx context.Context) error {
 	if err := l.ensureLiveDir(); err != nil {
 		return err
 	}
+	defer l.closeSockets()
 	if l.opts.Supervisor != nil {
 		l.opts.Supervisor.OpenGate(FirstRenderGate)
 	}

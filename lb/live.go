@@ -67,19 +67,6 @@ func makeLiveDir(n config.Nginx) error {
 	return nil
 }
 
-// removeStaleSocket removes the push socket an nginx killed with SIGKILL
-// left behind, which the next master could not bind; the supervisor runs it
-// before every start of nginx.
-func removeStaleSocket(n config.Nginx) error {
-	if err := makeLiveDir(n); err != nil {
-		return err
-	}
-	if err := os.Remove(n.LiveSocket()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("stale live socket: %w", err)
-	}
-	return nil
-}
-
 // resyncOnNginxRestart pushes the live upstreams again whenever the
 // supervisor's nginx runs with a new master: one started after a crash
 // loaded the seed file, and this confirms it holds the current set.

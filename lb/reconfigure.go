@@ -14,7 +14,8 @@ import (
 // reloaded, as any Consul change is. It returns the keys that changed but
 // take effect only after a restart (consul, nginx, wait, http, control,
 // register, lb_id, services[].access_log). programs are the supervisor's.
-// An engine that cannot be built (a template that does not parse) is an
+// The socket lbctl holds for a removed service is closed (sockets.go). An
+// engine that cannot be built (a template that does not parse) is an
 // error, and nothing changes.
 func (l *LB) Reconfigure(cfg *config.Config) (needsRestart []string, err error) {
 	l.mu.Lock()
@@ -30,6 +31,7 @@ func (l *LB) Reconfigure(cfg *config.Config) (needsRestart []string, err error) 
 		return needsRestart, fmt.Errorf("services and templates not applied: %w", err)
 	}
 	l.rendered, l.engine = &next, engine
+	l.releaseRemovedSockets(&next)
 	select { // newest wins: an engine Run has not started yet is replaced
 	case <-l.newEngines:
 	default:

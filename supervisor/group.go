@@ -19,7 +19,7 @@ import (
 // every exit the supervisor ends what is left of the group (the stop signal,
 // SIGKILL after stopwaitsecs) before anything else happens to the program:
 // until the group is gone or, when its members held listening sockets, until
-// none does (listeners.go).
+// none does that the next process must bind again (listeners.go).
 
 // groupExists says whether process group pgid has any member, zombies
 // included: one kill(-pgid, 0).

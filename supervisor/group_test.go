@@ -2,9 +2,11 @@ package supervisor
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -139,5 +141,68 @@ func TestListenersHeldFindsAListeningSocketAndSeesItClosed(t *testing.T) {
 	l.Close()
 	if err := waitReleased(t.Context(), held); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// passedListener is a listening socket for BeforeStart to pass on, and its
+// /proc link ("socket:[inode]").
+func passedListener(t *testing.T) (*os.File, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	link, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, link
+}
+
+// BeforeStart's files and environment reach every process started, and a
+// crash's leftover holding only a listening socket that this process holds
+// too (it passed it) does not hold the restart back: the socket stays open,
+// so the next process starts while the leftover is still there.
+func TestPassedListeningSocketDoesNotWaitForLeftovers(t *testing.T) {
+	f, link := passedListener(t)
+	p := prog("parent", `sh -c "trap '' TERM; exec sleep 100" & echo child $!; echo fd3 $(readlink /proc/$$/fd/3) $PASSED; wait`)
+	p.Autostart, p.StopWait = false, 10*time.Second
+	h, child, atRestart := aliveAtRestart(t, p)
+	h.sup.BeforeStart("parent", func() (Extras, error) {
+		return Extras{Files: []*os.File{f}, Env: []string{"PASSED=yes"}}, nil
+	})
+	if err := h.sup.Start(context.Background(), "parent"); err != nil {
+		t.Fatal(err)
+	}
+	first := h.waitState("parent", Running).PID
+	passed := "parent | fd3 " + link + " yes"
+	h.waitOutput(passed)
+	h.waitOutput("parent | child ")
+	child.Store(int64(childPID(t, h.out.String(), "parent | child ")))
+	t.Cleanup(func() { killChildren(h.out.String(), "parent | child ") }) // they ignore the stop signal
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	h.waitUntil("restart", func() bool { return atRestart.Load() >= 0 })
+	if atRestart.Load() != 1 {
+		t.Errorf("child %d gone when the program was restarted: the restart waited for it to close a socket that stays open anyway", child.Load())
+	}
+	h.waitOutputCount(passed, 2)
+}
+
+// killChildren sends SIGKILL to every pid printed after prefix.
+func killChildren(out, prefix string) {
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, prefix); ok {
+			if pid, err := strconv.Atoi(strings.TrimSpace(rest)); err == nil {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +21,11 @@ import (
 // sockets at once but goes on finishing the calls it has (streams may take
 // minutes), so waiting for it to exit would keep the port closed all that
 // time. The supervisor therefore watches the listening sockets themselves.
+//
+// Except those lbctl holds too (it gave them to the program: BeforeStart's
+// Extras): those stay open whatever the leftovers do, so the next process
+// needs no port freed and starts at once; calls meanwhile wait in the
+// kernel's accept queue for whoever accepts next.
 
 // heldListener is one listening socket held by one process: fd's link in
 // /proc/pid/fd is "socket:[inode]".
@@ -41,22 +47,48 @@ func listenersHeld(pids []int) []heldListener {
 	}
 	var held []heldListener
 	for _, pid := range pids {
-		dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
-		entries, err := os.ReadDir(dir)
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			link, err := os.Readlink(dir + e.Name())
-			if err != nil || !listening[link] {
-				continue
-			}
-			if fd, err := strconv.Atoi(e.Name()); err == nil {
+		for fd, link := range socketLinks(pid) {
+			if listening[link] {
 				held = append(held, heldListener{pid: pid, fd: fd, link: link})
 			}
 		}
 	}
 	return held
+}
+
+// socketLinks are pid's open sockets by fd, as /proc/pid/fd links name
+// them ("socket:[inode]").
+func socketLinks(pid int) map[int]string {
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	links := map[int]string{}
+	for _, e := range entries {
+		link, err := os.Readlink(dir + e.Name())
+		if err != nil || !strings.HasPrefix(link, "socket:") {
+			continue
+		}
+		if fd, err := strconv.Atoi(e.Name()); err == nil {
+			links[fd] = link
+		}
+	}
+	return links
+}
+
+// notHeldHere are the sockets of held that this process does not hold
+// itself: the ones the next process has to bind again, and so must wait
+// for the leftovers to close.
+func notHeldHere(held []heldListener) []heldListener {
+	if len(held) == 0 {
+		return nil
+	}
+	own := map[string]bool{}
+	for _, link := range socketLinks(os.Getpid()) {
+		own[link] = true
+	}
+	return slices.DeleteFunc(slices.Clone(held), func(h heldListener) bool { return own[h.link] })
 }
 
 // listeningInodes is the set of listening sockets, as /proc/pid/fd links

@@ -60,7 +60,8 @@ const killWait = time.Second
 // leftovers is the process group of a main process that exited with
 // members still alive. While held, the exit waits: the program stays
 // STOPPING, with no pid, until the group is gone or, if its members held
-// listening sockets, until none does; then the exit is handled as it would
+// listening sockets, until none does (sockets lbctl holds too do not count:
+// they stay open for the next process); then the exit is handled as it would
 // have been at once. Members that are finishing their calls after that go
 // on doing so beside the new process, until they exit or stopwaitsecs end.
 type leftovers struct {
@@ -71,7 +72,8 @@ type leftovers struct {
 	killed bool
 	// gone: the group is empty (nil) or the wait was cancelled.
 	gone chan error
-	// released: no member holds a listening socket; nil when none did.
+	// released: no member holds a listening socket that lbctl does not
+	// hold too; nil when none held any.
 	released chan error
 	// timer: stopwaitsecs, then killWait after SIGKILL.
 	timer  *time.Timer
@@ -263,12 +265,14 @@ func (p *program) startProcess() {
 	p.startTimer(p.spec.StartSecs, timerStartSecs)
 }
 
-// spawn runs the program's BeforeStart hook, then its command.
+// spawn runs the program's BeforeStart hook, then its command with the
+// hook's extras.
 func (p *program) spawn() (*process, error) {
-	if err := p.sup.runBeforeStart(p.spec.Name); err != nil {
+	extras, err := p.sup.runBeforeStart(p.spec.Name)
+	if err != nil {
 		return nil, err
 	}
-	return spawn(&p.spec, p.sup.stdout, p.sup.stderr, p.logFile)
+	return spawn(&p.spec, extras, p.sup.stdout, p.sup.stderr, p.logFile)
 }
 
 // failedStart is BACKOFF with a growing delay, or FATAL once StartRetries
@@ -336,6 +340,7 @@ func (p *program) endLeftovers(pgid int, code int) bool {
 		return false // zombies only, waiting for their new parent
 	}
 	listeners := listenersHeld(members)
+	toRelease := notHeldHere(listeners)
 	from := p.pub.State
 	if from != Stopping {
 		if err := signalGroup(pgid, p.spec.StopSignal, true); err != nil {
@@ -343,26 +348,31 @@ func (p *program) endLeftovers(pgid int, code int) bool {
 		}
 	}
 	p.log.Warn("main process exited, leaving processes in its group; ending them before anything else",
-		"pgid", pgid, "pids", members, "listening_sockets", len(listeners), "signal", signalName(p.spec.StopSignal), "stopwait", p.spec.StopWait)
-	p.left = watchLeftovers(pgid, from, code, listeners, p.spec.StopWait)
+		"pgid", pgid, "pids", members, "listening_sockets", len(listeners), "held_by_lbctl", len(listeners)-len(toRelease),
+		"signal", signalName(p.spec.StopSignal), "stopwait", p.spec.StopWait)
+	p.left = watchLeftovers(pgid, from, code, toRelease, p.spec.StopWait)
 	p.mu.Lock()
 	p.pub.PID, p.pub.Since = 0, time.Time{}
 	p.mu.Unlock()
 	p.setState(Stopping, fmt.Sprintf("ending %d processes left in process group %d (%s, SIGKILL after %s)",
 		len(members), pgid, signalName(p.spec.StopSignal), p.spec.StopWait))
+	if len(listeners) > 0 && len(toRelease) == 0 {
+		p.listenersReleased() // lbctl holds every socket they listen on: go on now
+	}
 	return true
 }
 
 // watchLeftovers starts waiting for group pgid to be gone and, when
-// listeners is not empty, for them to be released; its timer runs stopWait.
-func watchLeftovers(pgid int, from State, code int, listeners []heldListener, stopWait time.Duration) *leftovers {
+// toRelease is not empty, for those sockets to be released; its timer runs
+// stopWait.
+func watchLeftovers(pgid int, from State, code int, toRelease []heldListener, stopWait time.Duration) *leftovers {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &leftovers{pgid: pgid, from: from, code: code, held: true,
 		gone: make(chan error, 1), timer: time.NewTimer(stopWait), cancel: cancel}
 	go func() { l.gone <- waitGroupGone(ctx, pgid) }()
-	if len(listeners) > 0 {
+	if len(toRelease) > 0 {
 		l.released = make(chan error, 1)
-		go func() { l.released <- waitReleased(ctx, listeners) }()
+		go func() { l.released <- waitReleased(ctx, toRelease) }()
 	}
 	return l
 }
@@ -392,7 +402,8 @@ func (p *program) leftTimer() <-chan time.Time {
 }
 
 // listenersReleased acts on the held exit once no leftover holds a
-// listening socket: the port is free for the next process, and the
+// listening socket the next process must bind: the ports are free for it
+// (or held open by lbctl), and the
 // leftovers finish what they are doing beside it (they have had the stop
 // signal; SIGKILL still follows at the end of stopwaitsecs).
 func (p *program) listenersReleased() {
@@ -402,8 +413,8 @@ func (p *program) listenersReleased() {
 		return
 	}
 	l.held = false
-	p.log.Info("processes left in its group released their listening sockets; going on while they finish",
-		"pgid", l.pgid, "pids", groupMembers(l.pgid))
+	p.log.Info("processes left in its group hold no listening socket the next process must bind; going on while they finish",
+		"pgid", l.pgid)
 	p.afterExit(l.from, l.code)
 }
 

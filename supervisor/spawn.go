@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"os/user"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -59,16 +60,17 @@ func (pr *process) wait() error {
 	return err
 }
 
-// spawn starts p's command in its own process group, its stdout and stderr
-// copied line by line to out/errOut (and logFile). Only the pipes' read ends
-// stay open in lbctl, so exec.Cmd starts no copying goroutines of its own and
-// Wait returns the moment the process exits, even if a grandchild still holds
-// the pipe. The program starts with default signal dispositions, whatever
-// lbctl inherited.
-func spawn(p *Program, out, errOut *lockedWriter, logFile *rotatingFile) (*process, error) {
+// spawn starts p's command in its own process group, with extras' files and
+// environment, its stdout and stderr copied line by line to out/errOut (and
+// logFile). Only the pipes' read ends stay open in lbctl, so exec.Cmd starts
+// no copying goroutines of its own and Wait returns the moment the process
+// exits, even if a grandchild still holds the pipe. The program starts with
+// default signal dispositions, whatever lbctl inherited.
+func spawn(p *Program, extras Extras, out, errOut *lockedWriter, logFile *rotatingFile) (*process, error) {
 	defaultDispositions()
 	cmd := exec.Command(p.Command[0], p.Command[1:]...)
-	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.Env = slices.Concat(os.Environ(), p.Env, extras.Env)
+	cmd.ExtraFiles = extras.Files
 	cmd.Dir = p.Dir
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if p.User != "" {

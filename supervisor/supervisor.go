@@ -63,7 +63,7 @@ type Supervisor struct {
 	gates        map[string]bool
 	pidWatch     map[string][]chan int
 	lastPID      map[string]int
-	beforeStart  map[string]func() error
+	beforeStart  map[string]func() (Extras, error)
 	running      bool
 	shuttingDown bool          // Run is stopping everything
 	done         chan struct{} // closed when Run returns
@@ -441,31 +441,44 @@ func (s *Supervisor) publishPID(name string, pid int) {
 	}
 }
 
+// Extras are what one start of a program gets besides its Program.
+type Extras struct {
+	// Files are open files the process gets as fds 3, 4, ... in this order.
+	// They stay the caller's: the supervisor neither closes nor keeps them.
+	Files []*os.File
+	// Env is added to its environment after Program.Env ("KEY=VALUE").
+	Env []string
+}
+
 // BeforeStart makes hook run before every start of the named program, the
-// restarts after a crash included; an error is a failed start (BACKOFF),
-// with the error as the exit's reason. lbctl run removes the push socket a
-// killed nginx left behind this way, before the next master binds it.
-func (s *Supervisor) BeforeStart(name string, hook func() error) {
+// restarts after a crash included; the process gets the Extras it returns.
+// An error is a failed start (BACKOFF), with the error as the exit's reason.
+// lbctl run hands nginx the listening sockets it holds this way. A
+// listening socket the caller still holds when the process exits stays
+// open whatever the process's leftovers do, so the next start does not wait
+// for them to close it (listeners.go).
+func (s *Supervisor) BeforeStart(name string, hook func() (Extras, error)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.beforeStart == nil {
-		s.beforeStart = map[string]func() error{}
+		s.beforeStart = map[string]func() (Extras, error){}
 	}
 	s.beforeStart[name] = hook
 }
 
 // runBeforeStart runs name's BeforeStart hook, if any.
-func (s *Supervisor) runBeforeStart(name string) error {
+func (s *Supervisor) runBeforeStart(name string) (Extras, error) {
 	s.mu.Lock()
 	hook := s.beforeStart[name]
 	s.mu.Unlock()
 	if hook == nil {
-		return nil
+		return Extras{}, nil
 	}
-	if err := hook(); err != nil {
-		return fmt.Errorf("before start: %w", err)
+	extras, err := hook()
+	if err != nil {
+		return Extras{}, fmt.Errorf("before start: %w", err)
 	}
-	return nil
+	return extras, nil
 }
 
 // OpenGate opens a readiness gate: programs waiting for it may start.

@@ -57,11 +57,16 @@ func nginxStatus(t *testing.T, socket string) supervisor.Status {
 	return supervisor.Status{}
 }
 
-// probe is one call on a fresh connection: sent at start, answered (ok) or failed at at.
+// probe is one call on a fresh connection: sent at start, answered (ok) or
+// failed at at; refused says the connection was refused.
 type probe struct {
-	start, at time.Time
-	ok        bool
+	start, at   time.Time
+	ok, refused bool
 }
+
+// isRefused says whether a call's error is a refused connection: nobody
+// listening on the port.
+func isRefused(err string) bool { return strings.Contains(err, "connection refused") }
 
 // servedByNew says whether p was answered by the master in st: it was sent
 // after that master was started. An earlier call may have been accepted by
@@ -71,12 +76,13 @@ func (p probe) servedByNew(st supervisor.Status, old int) bool {
 }
 
 // Under load, the nginx master lbctl run supervises is killed with SIGKILL
-// (a crash). Its workers, orphaned, would keep serving the old config on the
-// inherited listening socket and make every new master fail to bind. lbctl
-// sends them QUIT and starts the new master as soon as they have closed
-// their listening socket (they finish their calls meanwhile, and are gone
-// within a second); the new master serves, follows Consul again, and is
-// reported RUNNING only once it has stayed up.
+// (a crash). Its workers, orphaned, would keep serving the old config. lbctl
+// holds the listening socket itself (nginx inherited it), so the port never
+// closes: no call is refused, calls wait in the accept queue meanwhile.
+// lbctl sends the workers QUIT and starts the new master at once (it needs
+// no port freed); the old workers finish their calls and are gone within a
+// second of the restart; the new master serves, follows Consul again, and
+// is reported RUNNING only once it has stayed up.
 func TestRunCrashKilledNginxMasterLeavesNoOrphansAndFollowsConsulAgain(t *testing.T) {
 	c := testrig.StartConsul(t)
 	a := testrig.StartGreeter(t, "alpha", "v1")
@@ -144,7 +150,7 @@ func TestRunCrashKilledNginxMasterLeavesNoOrphansAndFollowsConsulAgain(t *testin
 	for {
 		start := time.Now()
 		_, err := testrig.CallInstance(context.Background(), lb)
-		p := probe{start: start, at: time.Now(), ok: err == nil}
+		p := probe{start: start, at: time.Now(), ok: err == nil, refused: err != nil && isRefused(err.Error())}
 		probes = append(probes, p)
 		if p.ok {
 			if restarted = nginxStatus(t, socket); p.servedByNew(restarted, master.PID) {
@@ -164,8 +170,10 @@ func TestRunCrashKilledNginxMasterLeavesNoOrphansAndFollowsConsulAgain(t *testin
 	orphansGone := time.Now()
 	last := probes[len(probes)-1]
 	var outage time.Duration
-	var failedProbes int
+	var failedProbes, refusedProbes int
+	var slowest time.Duration
 	for i, p := range probes {
+		slowest = max(slowest, p.at.Sub(p.start))
 		if !p.ok && (i == 0 || probes[i-1].ok) {
 			for _, q := range probes[i:] {
 				if q.ok {
@@ -176,6 +184,9 @@ func TestRunCrashKilledNginxMasterLeavesNoOrphansAndFollowsConsulAgain(t *testin
 		}
 		if !p.ok {
 			failedProbes++
+		}
+		if p.refused {
+			refusedProbes++
 		}
 	}
 
@@ -198,10 +209,20 @@ func TestRunCrashKilledNginxMasterLeavesNoOrphansAndFollowsConsulAgain(t *testin
 	}
 	t.Logf("master %d (workers %v) killed; exit seen %.1f ms after the kill, new master %d started %.1f ms after it, old workers seen gone %.1f ms after it",
 		master.PID, workers, st.LastExit.At.Sub(killed).Seconds()*1000, restarted.PID, restarted.Since.Sub(killed).Seconds()*1000, orphansGone.Sub(killed).Seconds()*1000)
-	t.Logf("serving again: a call on a fresh connection, sent %.1f ms after the kill, answered by the new master %.1f ms after it; %d of %d such calls failed, longest outage %.1f ms",
-		last.start.Sub(killed).Seconds()*1000, last.at.Sub(killed).Seconds()*1000, failedProbes, len(probes), outage.Seconds()*1000)
-	t.Logf("load: %d calls, %d failed (%d calls, %d failed before the kill); errors %v",
-		after.Calls, after.Failures, before.Calls, before.Failures, after.Errors)
+	t.Logf("serving again %.1f ms after the kill: a call on a fresh connection, sent %.1f ms after it, answered by the new master; %d of %d such calls failed (%d refused), longest outage %.1f ms, slowest call %.1f ms",
+		last.at.Sub(killed).Seconds()*1000, last.start.Sub(killed).Seconds()*1000, failedProbes, len(probes), refusedProbes,
+		outage.Seconds()*1000, slowest.Seconds()*1000)
+	var refusedLoad int64
+	for e, n := range after.Errors {
+		if isRefused(e) {
+			refusedLoad += n
+		}
+	}
+	t.Logf("load: %d calls, %d failed, %d refused (%d calls, %d failed before the kill); errors %v",
+		after.Calls, after.Failures, refusedLoad, before.Calls, before.Failures, after.Errors)
+	if int64(refusedProbes)+refusedLoad > 0 {
+		t.Errorf("%d calls refused: the port closed although lbctl holds its socket", int64(refusedProbes)+refusedLoad)
+	}
 	t.Logf("change registered after the restart served %.1f ms later", changeServed.Seconds()*1000)
 
 	cancel()

@@ -12,7 +12,6 @@ import (
 
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/loadgen"
-	"github.com/lbctl/lbctl/supervisor"
 )
 
 // liveRunConfig is lbRunConfig's load balancer, without its registration,
@@ -25,6 +24,29 @@ func liveRunConfig(t *testing.T, c *testrig.Consul, n *testrig.Nginx, lb, metric
 	nginx := nginxYAML(n)
 	src = strings.Replace(src, nginx, strings.TrimSuffix(nginx, "}\n")+fmt.Sprintf(", live_upstreams: true, live_dir: %q}\n", liveDir), 1)
 	return src + fmt.Sprintf("http: {address: %q}\n", metricsAddr), liveDir
+}
+
+// liveRun is lbctl run in live mode, in front of a two-worker nginx with
+// the Lua module, serving greeter at lb from the start.
+type liveRun struct {
+	c                                     *testrig.Consul
+	lb, metricsAddr, cfg, socket, liveDir string
+}
+
+// startLiveRun starts lbctl run in live mode with a registered as greeter,
+// and waits until a answers at the load balancer.
+func startLiveRun(t *testing.T, a *testrig.Greeter) liveRun {
+	t.Helper()
+	r := liveRun{c: testrig.StartConsul(t)}
+	r.c.Register(a.Registration("greeter"))
+	n := testrig.NewNginxWith(t, testrig.NginxOptions{Lua: true, Workers: 2})
+	r.lb, r.metricsAddr = testrig.LoopbackAddr(testrig.FreePort(t)), testrig.LoopbackAddr(testrig.FreePort(t))
+	var yaml string
+	yaml, r.liveDir = liveRunConfig(t, r.c, n, r.lb, r.metricsAddr)
+	r.cfg, r.socket = supervisedConfig(t, yaml)
+	startRun(t, r.cfg, r.socket)
+	testrig.ExpectInstance(t, r.lb, "alpha", 10*time.Second)
+	return r
 }
 
 // upstreamsHeld is `lbctl status upstreams`: what nginx holds, read back.
@@ -55,32 +77,20 @@ func waitHeld(t *testing.T, cfg string, backends ...*testrig.Greeter) {
 }
 
 // lbctl run in live mode: nginx killed with SIGKILL comes back holding the
-// current instances from its first call (the seed file; lbctl removes the
-// socket the dead master left and pushes again), never an empty set; and
+// current instances from its first call (the seed file; lbctl holds the
+// push socket across masters and pushes again), never an empty set; and
 // changes after that are still applied without a reload.
 func TestRunLiveNginxKilledComesBackHoldingTheCurrentSet(t *testing.T) {
-	c := testrig.StartConsul(t)
 	a, b, g := testrig.StartGreeter(t, "alpha", "v1"), testrig.StartGreeter(t, "beta", "v1"), testrig.StartGreeter(t, "gamma", "v1")
-	c.Register(a.Registration("greeter"))
-	n := testrig.NewNginxWith(t, testrig.NginxOptions{Lua: true, Workers: 2})
-	lb, metricsAddr := testrig.LoopbackAddr(testrig.FreePort(t)), testrig.LoopbackAddr(testrig.FreePort(t))
-	yaml, liveDir := liveRunConfig(t, c, n, lb, metricsAddr)
-	cfg, socket := supervisedConfig(t, yaml)
-	startRun(t, cfg, socket)
-	testrig.ExpectInstance(t, lb, "alpha", 10*time.Second)
+	r := startLiveRun(t, a)
+	c, lb, cfg, socket, liveDir := r.c, r.lb, r.cfg, r.socket, r.liveDir
 	c.Register(b.Registration("greeter"))
 	waitHeld(t, cfg, a, b)
 	if fi, err := os.Stat(liveDir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Fatalf("live dir %s: %v, %v; want mode 0700", liveDir, fi.Mode(), err)
 	}
 
-	var master supervisor.Status
-	testrig.WaitFor(t, 20*time.Second, "nginx RUNNING", func() error {
-		if master = nginxStatus(t, socket); master.State != supervisor.Running {
-			return fmt.Errorf("nginx %s (%s)", master.State, master.Note)
-		}
-		return nil
-	})
+	master := waitNewMaster(t, socket, 0)
 	gen, err := loadgen.New(loadgen.Options{Target: lb, Clients: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -90,13 +100,7 @@ func TestRunLiveNginxKilledComesBackHoldingTheCurrentSet(t *testing.T) {
 	if err := syscall.Kill(master.PID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	testrig.WaitFor(t, 20*time.Second, "a new nginx master RUNNING", func() error {
-		st := nginxStatus(t, socket)
-		if st.State != supervisor.Running || st.PID == master.PID {
-			return fmt.Errorf("nginx %s pid %d (%s)", st.State, st.PID, st.Note)
-		}
-		return nil
-	})
+	waitNewMaster(t, socket, master.PID)
 	testrig.ExpectInstance(t, lb, "beta", 10*time.Second)
 	rep := stopLoad()
 	for e, count := range rep.Errors {
@@ -109,7 +113,7 @@ func TestRunLiveNginxKilledComesBackHoldingTheCurrentSet(t *testing.T) {
 	c.Register(g.Registration("greeter"))
 	waitHeld(t, cfg, a, b, g)
 	testrig.ExpectInstance(t, lb, "gamma", 10*time.Second)
-	if n, err := testrig.Metric(metricsAddr, `lbctl_reloads_total{outcome="applied"}`); err != nil || n != 0 {
+	if n, err := testrig.Metric(r.metricsAddr, `lbctl_reloads_total{outcome="applied"}`); err != nil || n != 0 {
 		t.Errorf("reloads applied: %v (%v), want 0", n, err)
 	}
 }
