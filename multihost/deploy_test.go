@@ -55,12 +55,16 @@ var (
 
 // drainAll sends SIGTERM to every app and waits until each has drained,
 // stopped its greeter and exited 0. It returns what each logged, and the time
-// from the first SIGTERM until the last exit.
-func drainAll(t *testing.T, apps []*hosts.App, within time.Duration) ([]drainResult, time.Duration) {
+// from the first SIGTERM until the last exit. meanwhile, if any, runs right
+// after the signals (a fault in the middle of the drains).
+func drainAll(t *testing.T, apps []*hosts.App, within time.Duration, meanwhile ...func()) ([]drainResult, time.Duration) {
 	t.Helper()
 	start := time.Now()
 	for _, a := range apps {
 		a.Drain()
+	}
+	for _, f := range meanwhile {
+		f()
 	}
 	var out []drainResult
 	for _, a := range apps {

@@ -33,7 +33,7 @@ func (h *Host) StartConsul(server bool, servers []*Host) *ConsulAgent {
 	a := &ConsulAgent{Host: h, Server: server, Client: h.Consul(), bin: testrig.ConsulBinary(t)}
 	a.args = []string{"agent", "-node=" + h.Name, "-bind=" + h.IP, "-client=127.0.0.1",
 		"-data-dir=" + filepath.Join(h.Dir, "consul-data"), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-disable-host-node-id", "-log-level=info",
+		"-disable-host-node-id", "-log-level=info", "-retry-interval=1s",
 		"-hcl=performance { raft_multiplier = 1 }", "-hcl=check_update_interval = \"0s\""}
 	for _, s := range servers {
 		a.args = append(a.args, "-retry-join="+s.IP)
