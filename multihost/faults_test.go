@@ -126,3 +126,133 @@ func hostNamed(c *hosts.Cluster, name string) *hosts.Host {
 	}
 	panic("no host " + name)
 }
+
+// cutFor is how long TestLoadBalancerCutOffFromConsul holds lb-1 cut off.
+const cutFor = 30 * time.Second
+
+// lb-1 is cut off from the Consul cluster (its agent reaches no server and no
+// other agent) for 30 s while a deploy runs. lb-2 serves with no failure.
+// lb-1 keeps serving its last good set; the cluster declares its node failed
+// within seconds, which ends its session and deletes its key, so the drains
+// go on without it (docs/drain.md, "A load balancer cut off from Consul"),
+// and lb-1's calls to the drained blues fail from then until it is healed.
+// The test prints what each party saw and for how long.
+func TestLoadBalancerCutOffFromConsul(t *testing.T) {
+	c := hosts.NewCluster(t, bin)
+	blues := startColour(t, c, 0)
+	load := c.StartLoad(hosts.LoadOptions{DelayMs: 5})
+	lb1 := c.LBs[0]
+	consul := c.Agent(c.Client).Client
+
+	cut := time.Now()
+	lb1.Host.CutFromConsul()
+	var keyGone time.Duration
+	go func() {
+		if testrig.Poll(cutFor, func() error {
+			p, err := lb1.State(consul)
+			if err == nil && p != nil {
+				err = fmt.Errorf("lb-1's key still there")
+			}
+			return err
+		}) == nil {
+			keyGone = time.Since(cut)
+			c.Event("lbctl/lb/lb-1 gone %s after the cut", keyGone.Round(time.Millisecond))
+		}
+	}()
+	// The deploy, while lb-1 is cut off.
+	next := startColour(t, c, 1)
+	drains, converge := drainAll(t, blues, 45*time.Second)
+	for _, d := range drains {
+		t.Log("  " + d.String())
+	}
+	c.Event("deploy done during the cut: blues drained %s after SIGTERM", converge.Round(time.Millisecond))
+	<-time.After(time.Until(cut.Add(cutFor))) // the fault is held for cutFor
+	atHeal := load.Snapshot()
+	lb1.Host.Heal()
+	healed := time.Now()
+	index, err := c.Passing(next, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testrig.WaitFor(t, 60*time.Second, "lb-1 to publish again", lb1.Published)
+	if _, err := c.Served(index, []string{"green"}, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	back := time.Since(healed)
+	c.Event("lb-1 serves the greens again, %s after the heal", back.Round(time.Millisecond))
+	// Calls made once lb-1 serves again all succeed.
+	settled := load.Snapshot()
+	testrig.WaitFor(t, 30*time.Second, "200 more calls through lb-1", func() error {
+		if n := load.Snapshot()[0].Calls - settled[0].Calls; n < 200 {
+			return fmt.Errorf("%d calls", n)
+		}
+		return nil
+	})
+	reps := load.Stop()
+	t.Logf("FIGURES: lb-1 cut off from Consul for %s; its key gone after %s; the deploy's drains (confirmed by %v) took %s after SIGTERM; "+
+		"lb-1: %d calls, %d failed during the cut (its last good set: the drained blues), %d failed once it served again; it served the greens %s after the heal; lb-2: %d calls, %d failed",
+		cutFor, keyGone.Round(time.Millisecond), drains[0].confirmed, converge.Round(time.Millisecond),
+		atHeal[0].Calls, atHeal[0].Failures, reps[0].Failures-settled[0].Failures, back.Round(time.Millisecond), reps[1].Calls, reps[1].Failures)
+	expectConfirmedBy(t, drains, "lb-2")
+	if reps[1].Failures != 0 {
+		t.Errorf("lb-2: %d of %d calls failed: %s", reps[1].Failures, reps[1].Calls, hosts.Errors(reps[1:]))
+	}
+	if n := reps[0].Failures - settled[0].Failures; n != 0 {
+		t.Errorf("lb-1: %d calls failed after it served again", n)
+	}
+	if keyGone == 0 || keyGone > sessionTTL {
+		t.Errorf("lb-1's key gone after %s, want within the session TTL %s", keyGone, sessionTTL)
+	}
+}
+
+// An app host's Consul agent is killed and restarted with its data wiped (a
+// new agent that knows nothing): lbctl register notices the agent lost the
+// instance and registers it again within 5 s of the restart.
+func TestAgentRestartedWithoutItsData(t *testing.T) {
+	c := hosts.NewCluster(t, bin)
+	blues := startColour(t, c, 0)
+	load := c.StartLoad(hosts.LoadOptions{DelayMs: 5})
+	app := blues[0]
+	agent := c.Agent(app.Host)
+	agent.Proc.Kill()
+	if err := agent.WipeData(); err != nil {
+		t.Fatal(err)
+	}
+	c.Event("consul data on %s wiped", app.Host.Name)
+	restarted := time.Now()
+	agent.Start()
+	c.Event("consul on %s started again", app.Host.Name)
+	var answered, back time.Duration
+	testrig.WaitFor(t, 30*time.Second, "the new agent to answer", func() error {
+		_, err := agent.Client.Agent().Self()
+		return err
+	})
+	answered = time.Since(restarted)
+	testrig.WaitFor(t, 30*time.Second, app.ID+" registered with the new agent", func() error {
+		svc, _, err := agent.Client.Agent().Service(app.ID, nil)
+		if err == nil && svc == nil {
+			err = fmt.Errorf("not registered")
+		}
+		return err
+	})
+	back = time.Since(restarted)
+	c.Event("%s registered with the new agent %s after the restart", app.ID, back.Round(time.Millisecond))
+	if _, err := c.Passing(blues, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	passing := time.Since(restarted)
+	c.Event("%s passing in the catalog %s after the restart", app.ID, passing.Round(time.Millisecond))
+	reps := load.Stop()
+	calls, failed := hosts.Totals(reps)
+	t.Logf("FIGURES: agent on %s restarted without data; it answered after %s; %s registered again after %s, passing in the catalog after %s; %d calls, %d failed",
+		app.Host.Name, answered.Round(time.Millisecond), app.ID, back.Round(time.Millisecond), passing.Round(time.Millisecond), calls, failed)
+	if back > 5*time.Second {
+		t.Errorf("registration back after %s, want within 5s", back)
+	}
+	if len(app.Proc.Lines("the Consul agent lost the registration")) == 0 {
+		t.Errorf("lbctl register did not log the lost registration:\n%s", app.Proc.Tail(3000))
+	}
+	if failed != 0 {
+		t.Errorf("%d of %d calls failed: %s", failed, calls, hosts.Errors(reps))
+	}
+}

@@ -67,11 +67,18 @@ func (h *Host) HTTPClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{DialContext: h.Dial, MaxIdleConnsPerHost: 16}}
 }
 
-// Consul is a client of h's local Consul agent (127.0.0.1:8500 in h's namespace).
+// Consul is a client of h's local Consul agent (127.0.0.1:8500 in h's
+// namespace), one per host so its connections are reused (Consul limits
+// connections per client address).
 func (h *Host) Consul() *api.Client {
-	c, err := api.NewClient(&api.Config{Address: "127.0.0.1:8500", HttpClient: h.HTTPClient()})
-	if err != nil {
-		h.net.t.Fatalf("consul client on %s: %v", h.Name, err)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.consul == nil {
+		c, err := api.NewClient(&api.Config{Address: "127.0.0.1:8500", HttpClient: h.HTTPClient()})
+		if err != nil {
+			h.net.t.Fatalf("consul client on %s: %v", h.Name, err)
+		}
+		h.consul = c
 	}
-	return c
+	return h.consul
 }

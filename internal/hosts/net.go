@@ -28,6 +28,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/consul/api"
 )
 
 // Subnet is the hosts' /24. Every test has its own switch namespace, so
@@ -94,9 +96,10 @@ type Host struct {
 	net   *Net
 	index int
 
-	mu    sync.Mutex
-	procs []*Proc
-	down  bool
+	mu     sync.Mutex
+	procs  []*Proc
+	down   bool
+	consul *api.Client
 }
 
 // AddHost makes a host: a namespace, a veth to the bridge, the next address
