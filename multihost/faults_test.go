@@ -228,13 +228,12 @@ func TestAgentRestartedWithoutItsData(t *testing.T) {
 		return err
 	})
 	answered = time.Since(restarted)
-	testrig.WaitFor(t, 30*time.Second, app.ID+" registered with the new agent", func() error {
-		svc, _, err := agent.Client.Agent().Service(app.ID, nil)
-		if err == nil && svc == nil {
-			err = fmt.Errorf("not registered")
-		}
-		return err
-	})
+	if err := testrig.Poll(30*time.Second, func() error {
+		_, _, err := agent.Client.Agent().Service(app.ID, nil)
+		return err // 404 until registered
+	}); err != nil {
+		t.Fatalf("%s registered with the new agent: %v\n%s\n%s", app.ID, err, app.Proc.Tail(3000), agent.Proc.Tail(3000))
+	}
 	back = time.Since(restarted)
 	c.Event("%s registered with the new agent %s after the restart", app.ID, back.Round(time.Millisecond))
 	if _, err := c.Passing(blues, 60*time.Second); err != nil {
