@@ -156,8 +156,15 @@ func (p *Publisher) writeLocked(ctx context.Context) error {
 			return nil
 		case errors.Is(lastErr, errHeld):
 			p.destroyHolder(ctx)
+		case p.sessionGone(ctx):
+			p.session = "" // invalidated: start a new one
 		default:
-			p.session = "" // most likely invalidated: start a new one
+			// Consul could not take the write (no leader, a server gone):
+			// keep the session, which may still hold the key. Starting a
+			// new one would take the key over from it, deleting it until
+			// the new write lands, and a drain in that gap would skip this
+			// load balancer.
+			return fmt.Errorf("publish %s: %w", p.Key(), lastErr)
 		}
 	}
 	return fmt.Errorf("publish %s: %w", p.Key(), lastErr)
@@ -187,6 +194,12 @@ func (p *Publisher) createSession(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("create session: %w", err)
 	}
 	return id, nil
+}
+
+// sessionGone says whether Consul answers that our session no longer exists.
+func (p *Publisher) sessionGone(ctx context.Context) bool {
+	entry, _, err := p.client.Session().Info(p.session, (&api.QueryOptions{}).WithContext(ctx))
+	return err == nil && entry == nil
 }
 
 // destroyHolder ends the session holding our key: it can only be a previous

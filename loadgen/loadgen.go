@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -23,8 +24,13 @@ import (
 
 // Options bound and shape the load.
 type Options struct {
-	// Target is host:port; the host must be a loopback address or localhost.
+	// Target is host:port; the host must be a loopback address or localhost,
+	// unless Dial is set.
 	Target string
+	// Dial, when set, opens every connection (grpc.WithContextDialer), and
+	// then Target may be any address: the dialer decides what it can reach
+	// (package hosts dials from inside a test's network namespace).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Clients is how many unary callers run, each on its own connection.
 	Clients int
 	// SharedConn puts every unary caller on one connection instead, so it
@@ -79,7 +85,7 @@ func New(opts Options) (*Gen, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loadgen target %q: %w", opts.Target, err)
 	}
-	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	if ip := net.ParseIP(host); opts.Dial == nil && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return nil, fmt.Errorf("loadgen target %q: only loopback targets are allowed", opts.Target)
 	}
 	if opts.CallTimeout <= 0 {
@@ -105,7 +111,7 @@ func (g *Gen) Run(ctx context.Context) (Report, error) {
 	var wg sync.WaitGroup
 	dial := g.dial
 	if g.opts.SharedConn && g.opts.Clients > 0 {
-		conn, client, err := greeter.Dial(g.opts.Target)
+		conn, client, err := g.connect()
 		if err != nil {
 			g.fail(err)
 			return g.Snapshot(), nil
@@ -135,9 +141,17 @@ func (g *Gen) Snapshot() Report {
 	}
 }
 
+// connect opens one connection to the target, through Options.Dial when set.
+func (g *Gen) connect() (*grpc.ClientConn, greeterpb.GreeterClient, error) {
+	if g.opts.Dial != nil {
+		return greeter.Dial(g.opts.Target, grpc.WithContextDialer(g.opts.Dial))
+	}
+	return greeter.Dial(g.opts.Target)
+}
+
 // dial opens a unary caller's own connection; done closes it.
 func (g *Gen) dial() (client greeterpb.GreeterClient, done func(), err error) {
-	conn, client, err := greeter.Dial(g.opts.Target)
+	conn, client, err := g.connect()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -187,7 +201,7 @@ func (g *Gen) fail(err error) {
 }
 
 func (g *Gen) stream(ctx context.Context) {
-	conn, client, err := greeter.Dial(g.opts.Target)
+	conn, client, err := g.connect()
 	if err != nil {
 		g.brokenStream(err)
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -92,7 +93,26 @@ func (r *Registrar) TakeOutOfService(ctx context.Context, mode, reason string) (
 	if err != nil {
 		return 0, err
 	}
-	return r.waitForCatalog(ctx, func(entries []*api.ServiceEntry) bool { return r.outOfService(entries, gone) })
+	var nudge func(context.Context) error
+	if !gone {
+		nudge = r.resync
+	}
+	return r.waitForCatalog(ctx, nudge, func(entries []*api.ServiceEntry) bool { return r.outOfService(entries, gone) })
+}
+
+// ResyncInterval is how long a drain waits for the servers to show the
+// instance in maintenance before it asks the agent to sync again (resync).
+const ResyncInterval = 2 * time.Second
+
+// resync makes the agent send its changes to the servers again. A Consul
+// agent does not retry a change whose sync failed (say, the server it sent
+// it to died: a leader killed in the middle of a deploy) until its next
+// anti-entropy run, a minute or more later, so a drain would wait out its
+// timeout. Registering the same definition again, without replacing checks,
+// keeps the maintenance check and every check's status, and makes the agent
+// sync what it has not synced yet, the maintenance among it.
+func (r *Registrar) resync(ctx context.Context) error {
+	return r.client.Agent().ServiceRegisterOpts(r.svc.registration(), api.ServiceRegisterOpts{}.WithContext(ctx))
 }
 
 // markOutOfService makes the agent write, retrying until it takes it or ctx
@@ -134,7 +154,15 @@ func (r *Registrar) outOfService(entries []*api.ServiceEntry, gone bool) bool {
 
 // waitForCatalog runs blocking health queries for the service until done
 // says the answer shows what we wait for, and returns that answer's index.
-func (r *Registrar) waitForCatalog(ctx context.Context, done func([]*api.ServiceEntry) bool) (uint64, error) {
+// While it waits, nudge (when set) runs every ResyncInterval.
+func (r *Registrar) waitForCatalog(ctx context.Context, nudge func(context.Context) error, done func([]*api.ServiceEntry) bool) (uint64, error) {
+	if nudge != nil {
+		nctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Go(func() { r.nudgeEvery(nctx, ResyncInterval, nudge) })
+		defer wg.Wait()
+		defer stop()
+	}
 	v := view.New(func(ctx context.Context, index uint64) ([]*api.ServiceEntry, uint64, error) {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: 10 * time.Second}).WithContext(ctx)
 		entries, meta, err := r.client.Health().Service(r.svc.Name, "", false, q)
@@ -161,4 +189,22 @@ func (r *Registrar) waitForCatalog(ctx context.Context, done func([]*api.Service
 		return 0, fmt.Errorf("wait for the catalog to show %s out of service: %w", r.svc.ID, err)
 	}
 	return found, nil
+}
+
+// nudgeEvery runs nudge every interval until ctx ends.
+func (r *Registrar) nudgeEvery(ctx context.Context, interval time.Duration, nudge func(context.Context) error) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		err := nudge(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		r.log.Warn("the servers do not show the instance out of service yet; asked the agent to sync again", "err", err)
+	}
 }

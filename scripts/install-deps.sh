@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what lbctl's tests and demo need on a fresh Debian machine with Go:
-# nginx-light and its Lua module (live upstreams) from Debian, and a real Consul
+# nginx-light and its Lua module (live upstreams), iproute2 and iptables (the
+# many-hosts tests) from Debian, and a real Consul
 # agent built from the Go module proxy.
 # Idempotent and fast when everything is already there. Prints the Consul path last.
 set -euo pipefail
@@ -22,6 +23,10 @@ install_debian_packages() {
   [ -f /usr/lib/nginx/modules/ngx_http_lua_module.so ] || missing+=(libnginx-mod-http-lua)
   compgen -G '/usr/lib/*/lua/5.1/cjson.so' >/dev/null || missing+=(lua-cjson)
   command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+  # The many-hosts tests (package hosts): network namespaces, veths, a bridge, and
+  # iptables inside those namespaces to cut a host off.
+  command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || missing+=(iptables)
   # A real compose parser for the docker-compose.yaml test (needs no engine).
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
   [ ${#missing[@]} -eq 0 ] && return 0
