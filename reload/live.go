@@ -63,7 +63,11 @@ func (c *Controller) pushSet(ctx context.Context, set live.Set, prune bool) (Out
 	if prune && master == c.live.master && sameVersions(c.live.held, set) {
 		return Unchanged, nil
 	}
-	held, err := c.pushWhenListening(ctx, set, prune)
+	// lbctl may hold the push socket itself (package lb): with no nginx
+	// accepting, a push waits in its queue; ConfirmTimeout bounds that too.
+	pctx, cancel := context.WithTimeout(ctx, c.opts.ConfirmTimeout)
+	defer cancel()
+	held, err := c.pushWhenListening(pctx, set, prune)
 	var rejected *live.RejectedError
 	switch {
 	case errors.As(err, &rejected):
