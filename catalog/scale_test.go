@@ -3,8 +3,6 @@ package catalog_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,44 +10,9 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/catalog"
-	"github.com/lbctl/lbctl/internal/longpoll"
+	"github.com/lbctl/lbctl/catalog/catalogtest"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
-
-// connCounter dials the agent and counts the connections open at once.
-type connCounter struct {
-	open, most atomic.Int64
-}
-
-func (c *connCounter) client(t *testing.T, addr string) *api.Client {
-	d := &net.Dialer{}
-	tr := &longpoll.Transport{MaxIdle: 8, Dial: func(ctx context.Context) (net.Conn, error) {
-		nc, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return nil, err
-		}
-		n := c.open.Add(1)
-		for m := c.most.Load(); n > m && !c.most.CompareAndSwap(m, n); m = c.most.Load() {
-		}
-		return &countedConn{Conn: nc, c: c}, nil
-	}}
-	client, err := api.NewClient(&api.Config{Address: addr, HttpClient: &http.Client{Transport: tr}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return client
-}
-
-type countedConn struct {
-	net.Conn
-	c    *connCounter
-	once sync.Once
-}
-
-func (c *countedConn) Close() error {
-	c.once.Do(func() { c.c.open.Add(-1) })
-	return c.Conn.Close()
-}
 
 // 300 services on an agent with Consul's default limits (200 connections per
 // client address): every one is rendered from the start on a handful of
@@ -74,8 +37,11 @@ func TestWatchHundredsOfServicesOnDefaultLimits(t *testing.T) {
 	}
 	regs.Wait()
 
-	var conns connCounter
-	client := conns.client(t, c.Addr)
+	var conns catalogtest.Counter
+	client, err := conns.Client(c.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var queries []catalog.Query
 	for i := range n {
 		queries = append(queries, catalog.Query{Service: name(i)})
@@ -150,10 +116,10 @@ func TestWatchHundredsOfServicesOnDefaultLimits(t *testing.T) {
 	if f := failures.Load(); f != 0 {
 		t.Errorf("%d failed Consul requests, first %v", f, firstErr.Load())
 	}
-	if most := conns.most.Load(); most > 8 {
+	if most := conns.Most.Load(); most > 8 {
 		t.Errorf("%d connections to the agent at once, want at most 8", most)
 	}
-	t.Logf("at most %d connections to the agent at once", conns.most.Load())
+	t.Logf("at most %d connections to the agent at once", conns.Most.Load())
 
 	// Once (lbctl render --once) renders them all too.
 	snap, err := catalog.NewWatcher(client, queries, quietLog()).Once(ctx)
