@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -58,6 +59,7 @@ func runChild(a childArgs) {
 		defer func() {
 			if r := recover(); r != nil {
 				say(message{Event: "error", Err: fmt.Sprint(r)})
+				os.Stderr.Write(debug.Stack())
 			}
 		}()
 		var c catalogtest.Counter
