@@ -31,7 +31,7 @@ type benchEnv struct {
 	ctl       *reload.Controller
 }
 
-func setUp(ctx context.Context, tb *benchTB, o benchOptions) (*benchEnv, error) {
+func setUp(ctx context.Context, tb *testrig.ProgramTB, o benchOptions) (*benchEnv, error) {
 	if _, err := os.Stat(o.consulTemplate); err != nil {
 		return nil, fmt.Errorf("consul-template: %w (run scripts/install-deps.sh)", err)
 	}
@@ -68,7 +68,7 @@ func (e *benchEnv) point(g *testrig.Greeter) error {
 // (package lb): catalog watch, render engine following splits, reload
 // controller with the config's default wait, drain publisher. Only the
 // supervisor is missing: nginx is started here once the first render is on disk.
-func (e *benchEnv) startLbctl(tb *benchTB, log *slog.Logger, waitMin time.Duration) error {
+func (e *benchEnv) startLbctl(tb *testrig.ProgramTB, log *slog.Logger, waitMin time.Duration) error {
 	n := testrig.NewNginx(tb)
 	e.lbctlAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
 	cfg := &config.Config{
@@ -101,7 +101,7 @@ server {
 
 // startConsulTemplate runs consul-template rendering the same kind of config
 // into a second nginx, with `nginx -s reload` as the template's command.
-func (e *benchEnv) startConsulTemplate(ctx context.Context, tb *benchTB, o benchOptions) error {
+func (e *benchEnv) startConsulTemplate(ctx context.Context, tb *testrig.ProgramTB, o benchOptions) error {
 	n := testrig.NewNginx(tb)
 	e.ctAddr = testrig.LoopbackAddr(testrig.FreePort(tb))
 	tpl := filepath.Join(tb.TempDir(), "greeter.ctmpl")

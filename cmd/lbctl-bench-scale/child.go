@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/lbctl/lbctl/catalog"
@@ -52,66 +51,79 @@ func runChild(a childArgs) {
 	var mu sync.Mutex
 	enc := json.NewEncoder(os.Stdout)
 	say := func(m message) { mu.Lock(); enc.Encode(m); mu.Unlock() }
-	testing.Benchmark(func(b *testing.B) {
-		if b.N > 1 {
-			return
-		}
-		defer func() {
-			if r := recover(); r != nil {
-				say(message{Event: "error", Err: fmt.Sprint(r)})
-				os.Stderr.Write(debug.Stack())
+	if err := child(a, say); err != nil {
+		say(message{Event: "error", Err: err.Error()})
+	}
+}
+
+// child is runChild's work; a testrig Fatal (a first render that failed,
+// say) is its error. Any other panic prints its stack and is the error.
+func child(a childArgs, say func(message)) (err error) {
+	b, err := testrig.NewProgramTB()
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	defer func() {
+		if r := recover(); r != nil {
+			if f, ok := r.(testrig.Fatal); ok {
+				err = f
+				return
 			}
-		}()
-		var c catalogtest.Counter
-		client, err := c.Client(a.Consul)
-		if err != nil {
-			panic(err)
+			os.Stderr.Write(debug.Stack())
+			err = fmt.Errorf("panic: %v", r)
 		}
-		n := testrig.NewNginx(b)
-		if a.Live {
-			n = testrig.NewNginxWith(b, testrig.NginxOptions{Lua: true, Workers: 2})
-		}
-		cfg := &config.Config{LBID: "bench-scale",
-			Nginx: config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile,
-				ServicesConf: filepath.Join(n.ConfD, "lbctl.conf"), LiveUpstreams: a.Live, LiveDir: filepath.Join(n.Dir, "live")}}
-		for i := range a.Services {
-			cfg.Services = append(cfg.Services, config.Service{Name: serviceName(i), Listen: testrig.LoopbackAddr(testrig.FreePort(b))})
-		}
-		cfg.Consul.Address = a.Consul
-		cfg.SetDefaults()
-		var prev map[catalog.Query]uint64
-		var pmu sync.Mutex
-		onApplied := func(u render.Update) {
-			at := time.Now().UnixNano()
-			pmu.Lock()
-			var changed []string
-			if prev != nil {
-				for q, idx := range u.Indexes {
-					if prev[q] != idx {
-						changed = append(changed, q.Service)
-					}
+	}()
+	var c catalogtest.Counter
+	client, err := c.Client(a.Consul)
+	if err != nil {
+		return err
+	}
+	n := testrig.NewNginx(b)
+	if a.Live {
+		n = testrig.NewNginxWith(b, testrig.NginxOptions{Lua: true, Workers: 2})
+	}
+	cfg := &config.Config{LBID: "bench-scale",
+		Nginx: config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile,
+			ServicesConf: filepath.Join(n.ConfD, "lbctl.conf"), LiveUpstreams: a.Live, LiveDir: filepath.Join(n.Dir, "live")}}
+	for i := range a.Services {
+		cfg.Services = append(cfg.Services, config.Service{Name: serviceName(i), Listen: testrig.LoopbackAddr(testrig.FreePort(b))})
+	}
+	cfg.Consul.Address = a.Consul
+	cfg.SetDefaults()
+	var prev map[catalog.Query]uint64
+	var pmu sync.Mutex
+	onApplied := func(u render.Update) {
+		at := time.Now().UnixNano()
+		pmu.Lock()
+		var changed []string
+		if prev != nil {
+			for q, idx := range u.Indexes {
+				if prev[q] != idx {
+					changed = append(changed, q.Service)
 				}
 			}
-			prev = u.Indexes
-			pmu.Unlock()
-			if len(changed) > 0 {
-				say(message{Event: "applied", At: at, Changed: changed})
-			}
 		}
-		start := time.Now()
-		l, err := lb.New(cfg, lb.Options{Consul: client, Log: slog.New(slog.DiscardHandler), OnApplied: onApplied})
-		if err != nil {
-			panic(err)
+		prev = u.Indexes
+		pmu.Unlock()
+		if len(changed) > 0 {
+			say(message{Event: "applied", At: at, Changed: changed})
 		}
-		lbtest.Run(b, l, n)
-		say(message{Event: "ready", FirstRenderMS: float64(time.Since(start).Microseconds()) / 1000})
-		in := bufio.NewScanner(os.Stdin)
-		for in.Scan() {
-			u, _ := procmem.Self()
-			say(message{Event: "stats", Requests: c.Requests.Load(), Conns: c.Open.Load(), MaxConns: c.Most.Load(),
-				AnonKB: u.Anonymous, RSSKB: u.RSS})
-		}
-	})
+	}
+	start := time.Now()
+	l, err := lb.New(cfg, lb.Options{Consul: client, Log: slog.New(slog.DiscardHandler), OnApplied: onApplied})
+	if err != nil {
+		return err
+	}
+	lbtest.Run(b, l, n)
+	say(message{Event: "ready", FirstRenderMS: float64(time.Since(start).Microseconds()) / 1000})
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		u, _ := procmem.Self()
+		say(message{Event: "stats", Requests: c.Requests.Load(), Conns: c.Open.Load(), MaxConns: c.Most.Load(),
+			AnonKB: u.Anonymous, RSSKB: u.RSS})
+	}
+	return nil
 }
 
 func serviceName(i int) string { return fmt.Sprintf("svc-%04d", i) }

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -69,16 +70,32 @@ func main() {
 		o.sizes = append(o.sizes, n)
 	}
 	o.modes = strings.Split(*modes, ",")
-	var rows []row
-	testing.Benchmark(func(b *testing.B) {
-		if b.N > 1 {
-			return
-		}
-		for _, n := range o.sizes {
-			rows = append(rows, measureSize(b, o, n)...)
-		}
-	})
+	rows, err := measureAll(o)
 	printTable(os.Stdout, o, rows)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "lbctl-bench-scale:", err)
+		os.Exit(1)
+	}
+}
+
+// measureAll measures every size; a testrig Fatal ends it with the rows so far.
+func measureAll(o options) (rows []row, err error) {
+	for _, n := range o.sizes {
+		tb, err := testrig.NewProgramTB()
+		if err != nil {
+			return rows, err
+		}
+		err = func() (err error) {
+			defer tb.Close()
+			defer testrig.Catch(&err)
+			rows = append(rows, measureSize(tb, o, n)...)
+			return nil
+		}()
+		if err != nil {
+			return rows, err
+		}
+	}
+	return rows, nil
 }
 
 // row is one line of the table.
@@ -95,7 +112,7 @@ type row struct {
 	note           string
 }
 
-func measureSize(b *testing.B, o options, n int) []row {
+func measureSize(b testing.TB, o options, n int) []row {
 	c := testrig.StartConsul(b)
 	defer c.Stop()
 	registerAll(b, c, n)
@@ -109,8 +126,9 @@ func measureSize(b *testing.B, o options, n int) []row {
 
 // registerAll registers n services × 10 instances, one per node node-0..9
 // (catalog registrations, each with a passing check).
-func registerAll(b *testing.B, c *testrig.Consul, n int) {
+func registerAll(b testing.TB, c *testrig.Consul, n int) {
 	var wg sync.WaitGroup
+	var failed atomic.Pointer[error]
 	sem := make(chan struct{}, 16)
 	for i := range n {
 		for j := range instances {
@@ -118,12 +136,15 @@ func registerAll(b *testing.B, c *testrig.Consul, n int) {
 				sem <- struct{}{}
 				defer func() { <-sem }()
 				if err := setCheck(c.Client, i, j, api.HealthPassing, true); err != nil {
-					b.Fatal(err)
+					failed.CompareAndSwap(nil, &err)
 				}
 			})
 		}
 	}
 	wg.Wait()
+	if err := failed.Load(); err != nil {
+		b.Fatal(*err) // here, not in the goroutines: Fatal panics (testrig.ProgramTB)
+	}
 }
 
 // setCheck writes instance j of service i (with withService) and its check's status.
@@ -149,7 +170,7 @@ type lbctlChild struct {
 	applied []message
 }
 
-func startChild(b *testing.B, a childArgs) *lbctlChild {
+func startChild(b testing.TB, a childArgs) *lbctlChild {
 	arg, _ := json.Marshal(a)
 	cmd := exec.Command(os.Args[0], "-child", string(arg))
 	cmd.Stderr = os.Stderr
@@ -188,7 +209,7 @@ func (ch *lbctlChild) stat() message {
 	return <-ch.stats
 }
 
-func measureLbctl(b *testing.B, o options, c *testrig.Consul, n int, mode string) row {
+func measureLbctl(b testing.TB, o options, c *testrig.Consul, n int, mode string) row {
 	r := row{what: "lbctl, " + mode + " mode", services: n}
 	ch := startChild(b, childArgs{Consul: c.Addr, Services: n, Live: mode == "live"})
 	defer func() { ch.stdin.Close(); ch.cmd.Wait() }()
@@ -272,7 +293,7 @@ const ctTemplate = `{{ range services }}{{ if (.Name | regexMatch "^svc-") }}ups
 // measureConsulTemplate renders every service's passing instances with
 // consul-template -once, timed. (Its memory, connections and requests while
 // watching are not measured here; lbctl-bench-memory compares memory.)
-func measureConsulTemplate(b *testing.B, o options, c *testrig.Consul, n int) row {
+func measureConsulTemplate(b testing.TB, o options, c *testrig.Consul, n int) row {
 	r := row{what: "consul-template " + testrig.ConsulTemplateVersion, services: n}
 	if _, err := os.Stat(o.consulTemplate); err != nil {
 		r.note = "not installed"
