@@ -34,6 +34,16 @@
 // Waiting (OnWaiting) and a log line every 5 seconds say how many queries
 // wait and why.
 //
+// # A few services: a blocking query each
+//
+// The feeds cost round trips: a health change is the checks feed's answer,
+// then a fetch; a registration is the services feed's answer, a probe, then
+// a fetch. A blocking query per service answers with the instances at once.
+// So up to DirectLimit (64) queries, far below the agent's 200 connections,
+// Run holds one blocking query per query instead, as lbctl did before the
+// feeds; above it, the feeds. Once is the same in both (short fetches,
+// at most Concurrency at once), and so is what a snapshot's indexes mean.
+//
 // # Why the drain indexes stay right
 //
 // The drain protocol (docs/drain.md) needs, per query, the index of the

@@ -65,14 +65,7 @@ type feedEvent struct {
 // runFeeds runs datacenter dc's two change feeds until ctx ends, each one
 // blocking query through package view, and tells events what they see.
 func (w *Watcher) runFeeds(ctx context.Context, dc string, events chan<- feedEvent) {
-	send := func(ev feedEvent) error {
-		select {
-		case events <- ev:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	send := func(ev feedEvent) error { return sendOrDone(ctx, events, ev) }
 	var feeds sync.WaitGroup
 	defer feeds.Wait()
 	feeds.Go(func() {
@@ -122,5 +115,15 @@ func tune[T any](w *Watcher, v *view.View[T], name, dc string) {
 			w.log.Warn("consul change feed failed; services are not followed until it answers",
 				"feed", name, "datacenter", dc, "failures", failures, "err", err)
 		}
+	}
+}
+
+// sendOrDone sends v on ch, or gives up with ctx's error when ctx ends first.
+func sendOrDone[T any](ctx context.Context, ch chan<- T, v T) error {
+	select {
+	case ch <- v:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

@@ -91,12 +91,18 @@ type scheduler struct {
 	rateLimitedN, failingN int
 	changed                bool // an answer changed since the last snapshot
 	lastErr                error
+	// settle: a snapshot waits until no request runs or waits (Once: the
+	// probes of kept answers, and the fetches they ask for, are done).
+	settle bool
 
 	outcomes chan outcome
 	attempts sync.WaitGroup
 }
 
-func newScheduler(w *Watcher) *scheduler {
+// newScheduler schedules w's queries, starting from the answers kept (see
+// Watcher.Once): those count as answered, and the first snapshot may be
+// theirs.
+func newScheduler(w *Watcher, kept map[Query]answer) *scheduler {
 	s := &scheduler{w: w, byService: map[serviceKey][]*queryState{}, byDC: map[string][]*queryState{},
 		limit: max(1, w.Concurrency), outcomes: make(chan outcome)}
 	if w.ProbeRate > 0 {
@@ -104,13 +110,34 @@ func newScheduler(w *Watcher) *scheduler {
 	}
 	for _, q := range w.queries {
 		qs := &queryState{q: q}
+		if a, ok := kept[q]; ok {
+			qs.instances, qs.index, qs.answered = a.instances, a.index, true
+			s.changed = true
+		}
 		s.states = append(s.states, qs)
 		k := serviceKey{q.Datacenter, q.Service}
 		s.byService[k] = append(s.byService[k], qs)
 		s.byDC[q.Datacenter] = append(s.byDC[q.Datacenter], qs)
 	}
-	s.unanswered = len(s.states)
+	for _, qs := range s.states {
+		if !qs.answered {
+			s.unanswered++
+		}
+	}
 	return s
+}
+
+// idle says whether no request runs or waits for a slot.
+func (s *scheduler) idle() bool {
+	if s.running > 0 {
+		return false
+	}
+	for _, qs := range s.states {
+		if qs.queued || qs.inFlight {
+			return false
+		}
+	}
+	return true
 }
 
 // want asks for a request for qs: a fetch, or a probe (fetch false). A
@@ -186,7 +213,7 @@ func (s *scheduler) start(ctx context.Context, t task, delay time.Duration) {
 		if t.probe {
 			o.index, o.err = s.w.src.probe(ctx, t.qs.q)
 		} else {
-			o.instances, o.index, o.err = s.w.src.fetch(ctx, t.qs.q)
+			o.instances, o.index, o.err = s.w.src.fetch(ctx, t.qs.q, 0)
 		}
 		if ctx.Err() != nil {
 			return // a request cut short by the end of Run is no failure

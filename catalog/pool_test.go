@@ -73,11 +73,12 @@ type fakeConsul struct {
 	checks    chan []string // the checks feed names these services, pushed by the test
 	sweeps    chan struct{} // the services feed moves
 	feedIndex uint64
+	moved     chan struct{} // closed (and replaced) by every change
 }
 
 func newFake(n int) *fakeConsul {
 	f := &fakeConsul{data: map[string][]Instance{}, index: map[string]uint64{}, fetches: map[string]int{},
-		hold: time.Millisecond, checks: make(chan []string), sweeps: make(chan struct{})}
+		hold: time.Millisecond, checks: make(chan []string), sweeps: make(chan struct{}), moved: make(chan struct{})}
 	for i := range n {
 		name := fmt.Sprintf("s%03d", i)
 		f.data[name] = []Instance{{ID: name + "-1", Node: "n1", Address: "10.0.0.1", Port: 1000 + i}}
@@ -100,7 +101,7 @@ func (f *fakeConsul) request() (func(), error) {
 	return func() { f.mu.Lock(); f.running--; f.mu.Unlock() }, nil
 }
 
-func (f *fakeConsul) fetch(ctx context.Context, q Query) ([]Instance, uint64, error) {
+func (f *fakeConsul) fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error) {
 	done, err := f.request()
 	if err != nil {
 		return nil, 0, err
@@ -108,6 +109,17 @@ func (f *fakeConsul) fetch(ctx context.Context, q Query) ([]Instance, uint64, er
 	defer done()
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for index != 0 && f.index[q.Service] == index { // a blocking query: wait for a change
+		moved := f.moved
+		f.mu.Unlock()
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			f.mu.Lock()
+			return nil, 0, ctx.Err()
+		}
+		f.mu.Lock()
+	}
 	f.fetches[q.Service]++
 	return f.data[q.Service], f.index[q.Service], nil
 }
@@ -160,6 +172,8 @@ func (f *fakeConsul) change(name string, port int) {
 	defer f.mu.Unlock()
 	f.data[name] = []Instance{{ID: name + "-1", Node: "n1", Address: "10.0.0.1", Port: port}}
 	f.index[name] += 1000
+	close(f.moved)
+	f.moved = make(chan struct{})
 }
 
 func fakeWatcher(f *fakeConsul, n int) *Watcher {
@@ -169,6 +183,7 @@ func fakeWatcher(f *fakeConsul, n int) *Watcher {
 	}
 	w := NewWatcher(nil, qs, slog.New(slog.DiscardHandler))
 	w.src = f
+	w.DirectLimit = 0 // the feeds, however few the queries
 	return w
 }
 
@@ -270,6 +285,99 @@ func TestRunFollowsTheFeeds(t *testing.T) {
 		if f.probes != 50 || f.fetches["s030"] != 2 || f.fetches["s031"] != 1 {
 			t.Errorf("probes %d, fetches s030 %d s031 %d; want 50, 2, 1", f.probes, f.fetches["s030"], f.fetches["s031"])
 		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run = %v", err)
+		}
+	})
+}
+
+// A Once cut short keeps what it got: the next Once probes those answers and
+// fetches only the rest (and a query whose index moved), and Run after it
+// starts from its answers, probing instead of fetching every query again.
+func TestOnceKeepsItsAnswersForTheNextOnceAndRun(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(300)
+		w := fakeWatcher(f, 300)
+		ctx, cancel := context.WithTimeout(t.Context(), 30*time.Millisecond) // 300 fetches, 4 at a time, 1ms each: 75ms
+		_, err := w.Once(ctx)
+		cancel()
+		if err == nil {
+			t.Fatal("Once in 30ms of 75ms of requests succeeded")
+		}
+		f.mu.Lock()
+		first := 0
+		for _, n := range f.fetches {
+			first += n
+		}
+		f.mu.Unlock()
+		kept := len(w.kept) // requests cut short by the timeout are not kept
+		if kept == 0 || kept >= 300 || first-kept > DefaultConcurrency {
+			t.Fatalf("first Once fetched %d queries and kept %d, want some but not all kept", first, kept)
+		}
+		f.change("s000", 4242) // answered by the first Once, changed since
+		snap, err := w.Once(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if in := snap.Instances[Query{Service: "s000"}]; in[0].Port != 4242 || snap.Indexes[Query{Service: "s000"}] != 1010 {
+			t.Errorf("s000 = %+v at %d, want the change (port 4242 at 1010)", in, snap.Indexes[Query{Service: "s000"}])
+		}
+		f.mu.Lock()
+		fetched := 0
+		for _, n := range f.fetches {
+			fetched += n
+		}
+		if want := first + (300 - kept) + 1; fetched != want || f.probes != kept {
+			t.Errorf("%d fetches and %d probes in all, want %d (the ones not kept, and s000 again) and %d", fetched, f.probes, want, kept)
+		}
+		f.mu.Unlock()
+
+		ctx, cancel = context.WithCancel(t.Context())
+		defer cancel()
+		out := make(chan Snapshot, 1)
+		go w.Run(ctx, out)
+		<-out
+		time.Sleep(time.Second) // the bubble's clock: far more than 300 probes take
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.fetches["s250"] != 1 || f.probes != kept+300 {
+			t.Errorf("after Run: s250 fetched %d times, %d probes; want 1 and %d", f.fetches["s250"], f.probes, kept+300)
+		}
+	})
+}
+
+// Up to DirectLimit queries, Run holds a blocking query per query: a change
+// is in the next snapshot with the index of the answer it came in, with no
+// feed and no probe, and a Once before it is not fetched again.
+func TestRunDirectBlocksOnEveryQuery(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFake(10)
+		w := fakeWatcher(f, 10)
+		w.DirectLimit = 10
+		if _, err := w.Once(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		out := make(chan Snapshot, 1)
+		done := make(chan error)
+		go func() { done <- w.Run(ctx, out) }()
+		if first := <-out; len(first.Instances) != 10 || first.Indexes[Query{Service: "s003"}] != 13 {
+			t.Fatalf("first snapshot: %d queries, s003 at %d; want 10 and 13", len(first.Instances), first.Indexes[Query{Service: "s003"}])
+		}
+		synctest.Wait() // every query blocks in Consul now
+		f.change("s003", 3333)
+		synctest.Wait()
+		s := <-out
+		if in := s.Instances[Query{Service: "s003"}]; in[0].Port != 3333 || s.Indexes[Query{Service: "s003"}] != 1013 {
+			t.Fatalf("s003 = %+v at %d, want port 3333 at 1013", in, s.Indexes[Query{Service: "s003"}])
+		}
+		f.mu.Lock()
+		if f.fetches["s003"] != 2 || f.fetches["s004"] != 1 || f.probes != 0 {
+			t.Errorf("fetches s003 %d s004 %d, probes %d; want 2 (Once, the change), 1 (Once) and 0", f.fetches["s003"], f.fetches["s004"], f.probes)
+		}
+		f.mu.Unlock()
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run = %v", err)

@@ -13,9 +13,11 @@ import (
 // source is every request the watcher makes to Consul. consulSource is the
 // real one; tests of the scheduling logic give a fake.
 type source interface {
-	// fetch asks for q's passing instances at once (no blocking): the
-	// instances, sorted, and the answer's index.
-	fetch(ctx context.Context, q Query) ([]Instance, uint64, error)
+	// fetch asks for q's passing instances: the instances, sorted, and the
+	// answer's index. With index 0 it answers at once; otherwise it is a
+	// blocking query that answers once q's index passes index (or the wait
+	// time ends).
+	fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error)
 	// probe asks q's health query with a filter that matches nothing: the
 	// answer is "[]" and its index is the query's index (Consul filters
 	// after it has read the data). A probe tells whether q changed since an
@@ -45,8 +47,12 @@ const (
 	checksFilter   = `Status != "passing"`
 )
 
-func (s consulSource) fetch(ctx context.Context, q Query) ([]Instance, uint64, error) {
-	opts := (&api.QueryOptions{Datacenter: q.Datacenter}).WithContext(ctx)
+func (s consulSource) fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error) {
+	opts := &api.QueryOptions{Datacenter: q.Datacenter}
+	if index > 0 {
+		opts.WaitIndex, opts.WaitTime = index, s.waitTime
+	}
+	opts = opts.WithContext(ctx)
 	entries, meta, err := s.client.Health().Service(q.Service, q.Tag, true, opts)
 	if err != nil {
 		return nil, 0, fmt.Errorf("health of %s: %w", q, err)

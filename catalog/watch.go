@@ -14,10 +14,11 @@ import (
 )
 
 // Watcher follows the passing instances of a set of queries and sends a
-// Snapshot on every change, once every query has answered. It holds a few
-// connections to its agent however many queries it watches (see the package
-// doc): per datacenter, two blocking change feeds, plus at most Concurrency
-// short requests at a time.
+// Snapshot on every change, once every query has answered. Up to
+// DirectLimit queries, Run holds a blocking query per query; above, a few
+// connections however many queries it watches (see the package doc): per
+// datacenter, two blocking change feeds, plus at most Concurrency short
+// requests at a time.
 type Watcher struct {
 	src     source
 	queries []Query
@@ -42,6 +43,22 @@ type Watcher struct {
 	// Reconcile is how often every query is probed when no feed said so: the
 	// net under changes the feeds cannot see (see the package doc). 0: never.
 	Reconcile time.Duration
+	// DirectLimit: Run watches up to this many queries with a blocking query
+	// each (a change costs one round trip, and a connection per query),
+	// more with the change feeds (see the package doc).
+	DirectLimit int
+
+	// kept is what the last Once got, answered or not in the end: the next
+	// Once or Run starts from these answers (probing them, fetching only
+	// those whose index moved) instead of fetching every query again.
+	mu   sync.Mutex
+	kept map[Query]answer
+}
+
+// answer is one fetch's instances and the index of that very answer.
+type answer struct {
+	instances []Instance
+	index     uint64
 }
 
 // Defaults that NewWatcher fills in.
@@ -66,6 +83,7 @@ func NewWatcher(client *api.Client, queries []Query, log *slog.Logger) *Watcher 
 		WaitTime: 5 * time.Minute,
 		MinGap:   view.DefaultMinGap, MinBackoff: view.DefaultMinBackoff, MaxBackoff: view.DefaultMaxBackoff,
 		Concurrency: DefaultConcurrency, ProbeRate: DefaultProbeRate, Reconcile: DefaultReconcile,
+		DirectLimit: DefaultDirectLimit,
 	}
 	w.src = consulSource{client: client, waitTime: w.WaitTime}
 	return w
@@ -82,8 +100,11 @@ func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 		cs.waitTime = w.WaitTime // the field may have been set after NewWatcher
 		w.src = cs
 	}
+	if len(w.queries) <= w.DirectLimit {
+		return w.runDirect(ctx, out)
+	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := newScheduler(w)
+	s := newScheduler(w, w.takeKept())
 	var feeds sync.WaitGroup
 	defer s.attempts.Wait() // no request outlives Run
 	defer feeds.Wait()
@@ -100,17 +121,25 @@ func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 // Once waits for the first complete snapshot: every query fetched once, no
 // feed. When ctx ends first, the error says how many queries Consul left
 // unanswered and why (the last error seen), never "no instances".
+//
+// What a Once got is kept, even when it fails: the next Once (a retry after
+// a timeout) or Run starts from it, probing each kept answer's index and
+// fetching only the queries that moved or were never answered. A thousand
+// queries on a loaded agent can take longer than one attempt's timeout;
+// each attempt then builds on the last instead of starting over.
 func (w *Watcher) Once(ctx context.Context) (Snapshot, error) {
 	if len(w.queries) == 0 {
 		return Snapshot{Instances: map[Query][]Instance{}, Indexes: map[Query]uint64{}}, nil
 	}
 	ctx, cancel := context.WithCancel(ctx)
-	s := newScheduler(w)
+	s := newScheduler(w, w.takeKept())
 	defer s.attempts.Wait()
 	defer cancel()
+	defer func() { w.keep(s) }()
 	for _, qs := range s.states {
-		s.want(qs, true)
+		s.want(qs, false) // a probe for a kept answer, a fetch for the rest
 	}
+	s.settle = true
 	var snap Snapshot
 	err := w.loop(ctx, s, nil, 0, func(got Snapshot) (bool, error) {
 		snap = got
@@ -126,6 +155,29 @@ func (w *Watcher) Once(ctx context.Context) (Snapshot, error) {
 	}
 	return Snapshot{}, fmt.Errorf("consul did not answer %d of %d queries (%d waiting for a free request, %d refused with 429, %d failing): %w",
 		wt.Unanswered, wt.Queries, wt.Queued, wt.RateLimited, wt.Failing, cause)
+}
+
+// takeKept hands over what the last Once kept (nil if nothing).
+func (w *Watcher) takeKept() map[Query]answer {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	k := w.kept
+	w.kept = nil
+	return k
+}
+
+// keep keeps s's answers for the next Once or Run. Called once s's requests
+// have ended.
+func (w *Watcher) keep(s *scheduler) {
+	k := map[Query]answer{}
+	for _, qs := range s.states {
+		if qs.answered {
+			k[qs.q] = answer{qs.instances, qs.index}
+		}
+	}
+	w.mu.Lock()
+	w.kept = k
+	w.mu.Unlock()
 }
 
 // loop is the scheduler's goroutine: it starts requests, applies their
@@ -163,7 +215,7 @@ func (w *Watcher) loop(ctx context.Context, s *scheduler, events <-chan feedEven
 			degraded = false
 			w.log.Info("consul answers every query again", "queries", wt.Queries)
 		}
-		if s.changed && s.unanswered == 0 {
+		if s.changed && s.unanswered == 0 && (!s.settle || s.idle()) {
 			s.changed = false
 			if stop, err := emit(s.snapshot()); stop || err != nil {
 				return err
@@ -187,8 +239,9 @@ func (w *Watcher) loop(ctx context.Context, s *scheduler, events <-chan feedEven
 			case ev.ready:
 				feeds--
 				if ready[ev.dc]++; ready[ev.dc] == 2 {
+					// A probe for an answer a Once kept, a fetch for the rest.
 					for _, qs := range s.byDC[ev.dc] {
-						s.want(qs, true)
+						s.want(qs, false)
 					}
 				}
 			case ready[ev.dc] < 2:

@@ -34,6 +34,7 @@ type message struct {
 	Event         string   `json:"event"` // ready, applied, stats, error
 	FirstRenderMS float64  `json:"first_render_ms,omitempty"`
 	At            int64    `json:"at,omitempty"`      // applied: Unix ns
+	Seen          int64    `json:"seen,omitempty"`    // applied: when the engine rendered it (Update.Seen), Unix ns
 	Changed       []string `json:"changed,omitempty"` // applied: services whose index moved
 	Requests      int64    `json:"requests,omitempty"`
 	Conns         int64    `json:"conns,omitempty"`
@@ -107,7 +108,7 @@ func child(a childArgs, say func(message)) (err error) {
 		prev = u.Indexes
 		pmu.Unlock()
 		if len(changed) > 0 {
-			say(message{Event: "applied", At: at, Changed: changed})
+			say(message{Event: "applied", At: at, Seen: u.Seen.UnixNano(), Changed: changed})
 		}
 	}
 	start := time.Now()
