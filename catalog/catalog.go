@@ -1,6 +1,63 @@
 // Package catalog watches Consul's health data for the services lbctl renders
 // and hands out typed, sorted snapshots. Everything in an Instance comes from
 // whoever registered it: it is untrusted until the renderer has checked it.
+//
+// # How it watches a thousand services on a few connections
+//
+// A Consul agent allows 200 connections per client address by default
+// (limits.http_max_conns_per_client), so one blocking query per service
+// cannot scale. Per datacenter, the Watcher holds two blocking queries, the
+// change feeds, and asks for instances with short, non-blocking requests, at
+// most Concurrency (4) at a time:
+//
+//   - the checks feed, GET /v1/health/state/any?filter=Status != "passing":
+//     the checks that are not passing (few, in a healthy fleet). A check
+//     that appears, goes or changes names its service, which is fetched; a
+//     node's own check (no service) starts a sweep.
+//   - the services feed, GET /v1/catalog/services with a filter that matches
+//     nothing: only its index matters, which moves with every registration,
+//     deregistration or changed instance. The answer cannot say which
+//     service, so each move starts a sweep.
+//   - a sweep probes every query of the datacenter, at most ProbeRate a
+//     second: GET /v1/health/service/<name> with a filter that matches
+//     nothing answers "[]" with the query's own index (Consul filters after
+//     it has read the data). Only queries whose index moved are fetched.
+//   - every Reconcile (5 minutes) a sweep runs anyway: the net under changes
+//     no feed sees (a node's address, a passing check removed on its own, a
+//     check that failed and recovered between two answers of the feed).
+//
+// A datacenter's queries are first fetched once both feeds have answered,
+// so every change after a fetch is one the feeds report. A feed's answer
+// that arrives while a query's request is in flight asks that query again
+// once the request is done. When the agent answers 429 the watcher halves
+// its concurrency (down to 1) and grows it back by one every 16 successes;
+// Waiting (OnWaiting) and a log line every 5 seconds say how many queries
+// wait and why.
+//
+// # A few services: a blocking query each
+//
+// The feeds cost round trips: a health change is the checks feed's answer,
+// then a fetch; a registration is the services feed's answer, a probe, then
+// a fetch. A blocking query per service answers with the instances at once.
+// So up to DirectLimit (64) queries, far below the agent's 200 connections,
+// Run holds one blocking query per query instead, as lbctl did before the
+// feeds; above it, the feeds. Once is the same in both (short fetches,
+// at most Concurrency at once), and so is what a snapshot's indexes mean.
+//
+// # Why the drain indexes stay right
+//
+// The drain protocol (docs/drain.md) needs, per query, the index of the
+// answer nginx serves: a load balancer that reports index I for a query
+// promises that what it renders for that query includes every change up to
+// I. Snapshot.Indexes[q] is always the X-Consul-Index of the very answer
+// whose instances are Snapshot.Instances[q] — one request, one read of the
+// servers' state — exactly as with one blocking query per service. The
+// feeds' and probes' indexes decide only what to fetch; they are never
+// reported, because no instances came with them. So a missed or late feed
+// event can only delay a query's index (a drain waits longer, up to its
+// timeout), never make it claim data newer than was rendered. At most one
+// request per query runs at a time, so a query's answers are applied in the
+// order Consul gave them.
 package catalog
 
 import (

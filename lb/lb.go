@@ -200,6 +200,13 @@ func (l *LB) newEngine(cfg *config.Config) (*render.Engine, error) {
 	}
 	watcher := catalog.NewWatcher(l.client, render.Queries(cfg.Services), l.opts.Log)
 	watcher.OnError = func(catalog.Query, error) { l.m.ConsulErrors.Inc() }
+	watcher.OnWaiting = func(w catalog.Waiting) {
+		l.m.ConsulWaiting.WithLabelValues(metrics.WaitingQueued).Set(float64(w.Queued))
+		l.m.ConsulWaiting.WithLabelValues(metrics.WaitingRateLimited).Set(float64(w.RateLimited))
+		l.m.ConsulWaiting.WithLabelValues(metrics.WaitingFailing).Set(float64(w.Failing))
+		l.m.ConsulWaiting.WithLabelValues(metrics.WaitingUnanswered).Set(float64(w.Unanswered))
+		l.m.ConsulConcurrency.Set(float64(w.Concurrency))
+	}
 	if l.opts.ConsulMaxBackoff > 0 {
 		watcher.MaxBackoff = l.opts.ConsulMaxBackoff
 	}

@@ -41,7 +41,24 @@ type Metrics struct {
 	// ChangeToLive is the time from a Consul change being seen to nginx
 	// confirmed holding the live upstreams that reflect it (read back).
 	ChangeToLive *Histogram
+	// ConsulWaiting is how many watched health queries wait for Consul, by
+	// reason: queued (for a free request slot), rate_limited (the agent
+	// answered 429), failing (another error), unanswered (never answered
+	// yet: nothing is rendered while it is above 0).
+	ConsulWaiting *GaugeVec
+	// ConsulConcurrency is how many health requests the watcher may run at
+	// once now (halved at each 429, grown back one by one).
+	ConsulConcurrency *Gauge
 }
+
+// Reasons a health query waits for Consul, the values of the "reason"
+// label of lbctl_consul_queries_waiting.
+const (
+	WaitingQueued      = "queued"
+	WaitingRateLimited = "rate_limited"
+	WaitingFailing     = "failing"
+	WaitingUnanswered  = "unanswered"
+)
 
 // New creates the metrics and registers them with reg.
 func New(reg *Registry) *Metrics {
@@ -63,12 +80,18 @@ func New(reg *Registry) *Metrics {
 		ChangeToLive: NewHistogram("lbctl_change_to_live_seconds",
 			"Time from a Consul change being seen to nginx confirmed holding the live upstreams that reflect it.",
 			[]float64{.0005, .001, .002, .003, .005, .0075, .01, .025, .05, .1, .25, 1}),
+		ConsulWaiting: NewGaugeVec("lbctl_consul_queries_waiting",
+			"Watched health queries waiting for Consul, by reason (queued, rate_limited, failing, unanswered).", "reason"),
+		ConsulConcurrency: NewGauge("lbctl_consul_request_concurrency", "Health requests the watcher may run at once now."),
 	}
 	reg.MustRegister(m.Renders, m.Reloads, m.ValidationFailures, m.ChangeToServing, m.OldGenerations,
-		m.OldWorkers, m.OldGenerationLifetime, m.LastReload, m.ConsulErrors, m.LiveUpdates, m.ChangeToLive)
+		m.OldWorkers, m.OldGenerationLifetime, m.LastReload, m.ConsulErrors, m.LiveUpdates, m.ChangeToLive, m.ConsulWaiting, m.ConsulConcurrency)
 	for _, o := range []string{OutcomeApplied, OutcomeRejected, OutcomeTimedOut, OutcomeFailed, OutcomeWritten, OutcomeUnchanged} {
 		m.Reloads.WithLabelValues(o) // expose every outcome at 0 from the start
 		m.LiveUpdates.WithLabelValues(o)
+	}
+	for _, r := range []string{WaitingQueued, WaitingRateLimited, WaitingFailing, WaitingUnanswered} {
+		m.ConsulWaiting.WithLabelValues(r)
 	}
 	return m
 }

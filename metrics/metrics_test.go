@@ -105,6 +105,7 @@ func TestExpositionParsesBack(t *testing.T) {
 		"lbctl_last_reload_timestamp_seconds":         dto.MetricType_GAUGE, "lbctl_consul_errors_total": dto.MetricType_COUNTER,
 		"lbctl_program_state":      dto.MetricType_GAUGE,
 		"lbctl_live_updates_total": dto.MetricType_COUNTER, "lbctl_change_to_live_seconds": dto.MetricType_HISTOGRAM,
+		"lbctl_consul_queries_waiting": dto.MetricType_GAUGE, "lbctl_consul_request_concurrency": dto.MetricType_GAUGE,
 	}
 	for name, typ := range wantTypes {
 		if got := families[name].GetType(); got != typ {

@@ -55,7 +55,7 @@ type appliedAt struct {
 	seen, applied time.Time
 }
 
-func setUp(ctx context.Context, tb *benchTB, o benchOptions) (*benchEnv, error) {
+func setUp(ctx context.Context, tb *testrig.ProgramTB, o benchOptions) (*benchEnv, error) {
 	if _, err := os.Stat(o.consulTemplate); err != nil {
 		return nil, fmt.Errorf("consul-template: %w (run scripts/install-deps.sh)", err)
 	}
@@ -101,7 +101,7 @@ func (e *benchEnv) point(service string, g *testrig.Greeter) error {
 // supervisor is missing: nginx is started here once the first render is on
 // disk. liveWorkers > 0 turns live upstreams on, with an nginx of that many
 // workers loading the Lua module.
-func (p *pipeline) start(tb *benchTB, consul *testrig.Consul, log *slog.Logger, waitMin time.Duration, liveWorkers int) error {
+func (p *pipeline) start(tb *testrig.ProgramTB, consul *testrig.Consul, log *slog.Logger, waitMin time.Duration, liveWorkers int) error {
 	n := testrig.NewNginxWith(tb, testrig.NginxOptions{Lua: liveWorkers > 0, Workers: liveWorkers})
 	p.nginx, p.addr = n, testrig.LoopbackAddr(testrig.FreePort(tb))
 	cfg := &config.Config{
@@ -141,7 +141,7 @@ server {
 
 // startConsulTemplate runs consul-template rendering the same kind of config
 // into a second nginx, with `nginx -s reload` as the template's command.
-func (e *benchEnv) startConsulTemplate(ctx context.Context, tb *benchTB, o benchOptions) error {
+func (e *benchEnv) startConsulTemplate(ctx context.Context, tb *testrig.ProgramTB, o benchOptions) error {
 	n := testrig.NewNginx(tb)
 	e.ctNginx, e.ctAddr = n, testrig.LoopbackAddr(testrig.FreePort(tb))
 	tpl := filepath.Join(tb.TempDir(), "greeter.ctmpl")

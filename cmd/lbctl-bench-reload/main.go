@@ -58,16 +58,12 @@ func main() {
 }
 
 func run(o benchOptions, out io.Writer) (err error) {
-	tb, err := newBenchTB()
+	tb, err := testrig.NewProgramTB()
 	if err != nil {
 		return err
 	}
-	defer tb.close()
-	defer func() {
-		if f, ok := recover().(benchFatal); ok {
-			err = fmt.Errorf("%s", string(f))
-		}
-	}()
+	defer tb.Close()
+	defer testrig.Catch(&err)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	env, err := setUp(ctx, tb, o)

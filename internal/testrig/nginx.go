@@ -101,11 +101,13 @@ func (n *Nginx) mainConfig() string {
 	if shutdown <= 0 {
 		shutdown = 30 * time.Second
 	}
+	// worker_connections as build/nginx.conf: every listening socket takes
+	// one, and the scale bench listens for 2,000 services.
 	return head + fmt.Sprintf(`worker_processes %[2]d;
 worker_shutdown_timeout %[3]dms;
 error_log %[1]s/error.log notice;
 pid %[1]s/nginx.pid;
-events { worker_connections 1024; }
+events { worker_connections 16384; }
 http {
     access_log off;
     client_body_temp_path %[1]s/client_body;

@@ -3,6 +3,7 @@ package testrig
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,4 +45,38 @@ server { listen 127.0.0.1:%d http2;
 		t.Fatalf("got %v, want Unavailable", err)
 	}
 	t.Log(err)
+}
+
+// The test nginx takes a listener per service for 2,000 services (the scale
+// bench's largest size): with 1024 worker_connections, nginx -t refused it
+// ("1024 worker_connections are not enough for 2000 listening sockets").
+func TestNginxTakesTwoThousandListeners(t *testing.T) {
+	n := NewNginx(t)
+	var conf strings.Builder
+	for i := range 2000 {
+		fmt.Fprintf(&conf, "server { listen 127.0.0.1:%d http2; return 444; }\n", 30000+i)
+	}
+	if err := n.TestWith("many.conf", conf.String()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A Fatal through ProgramTB (a command using testrig outside go test) comes
+// back from Catch as an error with its message, and the cleanups run.
+func TestProgramTBFatalIsAnError(t *testing.T) {
+	tb, err := NewProgramTB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleaned := false
+	tb.Cleanup(func() { cleaned = true })
+	err = func() (err error) {
+		defer tb.Close()
+		defer Catch(&err)
+		tb.Fatalf("first render: %s", "rejected")
+		return nil
+	}()
+	if err == nil || err.Error() != "first render: rejected" || !cleaned {
+		t.Fatalf("err = %v, cleaned %v; want the Fatal's message and the cleanups run", err, cleaned)
+	}
 }
