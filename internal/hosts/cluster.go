@@ -3,7 +3,9 @@ package hosts
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,6 +161,26 @@ register:
 // Start (re)starts `lbctl run`.
 func (lb *LB) Start() {
 	lb.Run = lb.Host.Start("lbctl-run", lb.bin, "run", "--config", lb.config, "--log-level", "debug")
+}
+
+// Healthz is nil when lb's /healthz answers 200, else an error with its answer.
+func (lb *LB) Healthz() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:9180/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := lb.Host.HTTPClient().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s /healthz: %s: %s", lb.ID, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
 
 // State is what lb has published under lbctl/lb/ (nil when its key is gone).
