@@ -55,6 +55,9 @@ type ClusterOptions struct {
 	// Shift makes the load balancers follow shift splits and write the access
 	// log the shift gate reads.
 	Shift bool
+	// Tag is the greeter service's tag in the load balancers' config: what
+	// they serve while no split is recorded (empty: every instance).
+	Tag string
 }
 
 // NewCluster makes the hosts, starts Consul everywhere and `lbctl run` on the
@@ -115,9 +118,12 @@ func (c *Cluster) startLB(h *Host, o ClusterOptions) *LB {
 	n := testrig.NewNginxWith(t, testrig.NginxOptions{Lua: true})
 	lb := &LB{ID: h.Name, Host: h, Addr: h.IP + ":5000", bin: c.Bin.LBCTL, config: filepath.Join(h.Dir, "lbctl.yaml")}
 	shift := ""
+	if o.Tag != "" {
+		shift = fmt.Sprintf("\n    tag: %s", o.Tag)
+	}
 	if o.Shift {
 		lb.AccessLog = filepath.Join(h.Dir, "greeter.access.log")
-		shift = fmt.Sprintf("\n    shift: true\n    access_log: %s", lb.AccessLog)
+		shift += fmt.Sprintf("\n    shift: true\n    access_log: %s", lb.AccessLog)
 	}
 	var args []string
 	for _, a := range n.Args() {
