@@ -8,17 +8,22 @@ package build_test
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/consul/api"
 	"gopkg.in/yaml.v3"
 
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/freeport"
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/render"
 )
@@ -188,9 +193,12 @@ func TestComposeFile(t *testing.T) {
 	var compose struct {
 		Services map[string]struct {
 			Build         *struct{ Dockerfile string }
+			Image         string
 			ContainerName string `yaml:"container_name"`
 			Ports         []any
 			Command       any
+			Environment   map[string]string
+			DependsOn     map[string]any `yaml:"depends_on"`
 		}
 	}
 	if err := yaml.Unmarshal(out, &compose); err != nil {
@@ -206,6 +214,24 @@ func TestComposeFile(t *testing.T) {
 	if !strings.Contains(ports("consul-1"), "8500") || !strings.Contains(ports("lb"), "5000") {
 		t.Errorf("want the Consul UI on 8500 and the LB on 5000: consul-1 %s, lb %s", ports("consul-1"), ports("lb"))
 	}
+	// No single Consul server is a point of failure: lbctl in every
+	// container talks to its own agent (TestImagesRunALocalConsulAgent),
+	// never to one named server, and no container waits for one to start.
+	for _, name := range []string{"lb", "greeter-blue", "greeter-green"} {
+		if addr, ok := s[name].Environment["CONSUL_HTTP_ADDR"]; ok {
+			t.Errorf("%s: CONSUL_HTTP_ADDR=%s: lbctl must use the container's own agent (127.0.0.1:8500)", name, addr)
+		}
+		for dep := range s[name].DependsOn {
+			if strings.HasPrefix(dep, "consul-") {
+				t.Errorf("%s depends on %s alone: it cannot start while that server is down", name, dep)
+			}
+		}
+	}
+	for _, name := range []string{"consul-1", "consul-2", "consul-3"} {
+		if s[name].Image != consulImage {
+			t.Errorf("%s runs %q; the images' agents are %s (keep them one version)", name, s[name].Image, consulImage)
+		}
+	}
 	for _, g := range []string{"greeter-blue", "greeter-green"} {
 		if s[g].ContainerName != "" || len(s[g].Ports) != 0 {
 			t.Errorf("%s cannot scale: container_name %q, ports %s", g, s[g].ContainerName, ports(g))
@@ -213,5 +239,101 @@ func TestComposeFile(t *testing.T) {
 		if s[g].Build == nil || s[g].Build.Dockerfile != "build/Dockerfile.app" {
 			t.Errorf("%s: want build/Dockerfile.app", g)
 		}
+	}
+}
+
+// consulImage is the official image the servers run and the images take
+// their agent's binary from.
+const consulImage = "hashicorp/consul:1.21.0"
+
+// Each image runs a local Consul client agent as one of lbctl run's programs
+// (its binary copied from consulImage) that joins all three servers, and
+// lbctl talks to it: the agent's command line is run here for real (with
+// test ports and no servers to join) and must answer. In the app image the
+// agent starts before lbctl register, so it is stopped after it, once the
+// drain is done.
+func TestImagesRunALocalConsulAgent(t *testing.T) {
+	for df, conf := range map[string]string{"Dockerfile.lb": "lbctl.yaml", "Dockerfile.app": "app.yaml"} {
+		froms := instructions(t, df, "FROM")
+		if !slices.Contains(froms, consulImage+" AS consul") {
+			t.Errorf("%s: no stage FROM %s AS consul: %v", df, consulImage, froms)
+		}
+		if copies := instructions(t, df, "COPY"); !slices.Contains(copies, "--from=consul /bin/consul /usr/local/bin/consul") {
+			t.Errorf("%s does not copy the agent from the consul stage: %v", df, copies)
+		}
+		if conf == "app.yaml" && !slices.Contains(instructions(t, df, "COPY"), "build/app.yaml /etc/lbctl/lbctl.yaml") {
+			t.Errorf("%s does not ship build/app.yaml", df)
+		}
+		cfg, err := config.Load(conf, config.Options{Env: func(string) (string, bool) { return "", false }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Consul.HostPort() != "127.0.0.1:8500" {
+			t.Errorf("%s: lbctl talks to %s, want the local agent 127.0.0.1:8500", conf, cfg.Consul.HostPort())
+		}
+		i := slices.IndexFunc(cfg.Programs, func(p config.Program) bool { return p.Name == "consul" })
+		if i < 0 {
+			t.Fatalf("%s: no consul program", conf)
+		}
+		agent := cfg.Programs[i]
+		for _, want := range []string{"/usr/local/bin/consul", "agent", "-client=127.0.0.1", "-retry-join=consul-1", "-retry-join=consul-2", "-retry-join=consul-3"} {
+			if !slices.Contains(agent.Command, want) {
+				t.Errorf("%s: the agent's command %q lacks %s", conf, agent.Command, want)
+			}
+		}
+		if conf == "app.yaml" {
+			j := slices.IndexFunc(cfg.Programs, func(p config.Program) bool { return slices.Contains(p.Command, "register") })
+			if j < i {
+				t.Errorf("%s: lbctl register must be listed (started) after the agent, to be stopped before it", conf)
+			}
+		}
+		runAgent(t, conf, agent.Command[1:])
+	}
+}
+
+// runAgent runs the real consul with the image's agent arguments, bound to
+// loopback on free ports, and waits for it to answer.
+func runAgent(t *testing.T, conf string, args []string) {
+	t.Helper()
+	ports := make([]int, 3)
+	for i := range ports {
+		p, err := freeport.Get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = p
+	}
+	var fixed []string
+	for _, a := range args {
+		if !strings.HasPrefix(a, "-bind=") && !strings.HasPrefix(a, "-retry-join=") && !strings.HasPrefix(a, "-data-dir=") {
+			fixed = append(fixed, a)
+		}
+	}
+	fixed = append(fixed, "-bind=127.0.0.1", "-data-dir="+t.TempDir(), fmt.Sprintf("-http-port=%d", ports[0]),
+		fmt.Sprintf("-serf-lan-port=%d", ports[1]), fmt.Sprintf("-server-port=%d", ports[2]),
+		"-grpc-port=-1", "-grpc-tls-port=-1", "-serf-wan-port=-1")
+	cmd := exec.Command(testrig.ConsulBinary(t), fixed...)
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer func() { cmd.Process.Kill(); <-done }()
+	client, err := api.NewClient(&api.Config{Address: fmt.Sprintf("127.0.0.1:%d", ports[0])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testrig.Poll(30*time.Second, func() error {
+		select {
+		case <-done:
+			return fmt.Errorf("exited")
+		default:
+		}
+		_, err := client.Agent().Self()
+		return err
+	}); err != nil {
+		t.Fatalf("%s: consul %s: %v\n%s", conf, strings.Join(fixed, " "), err, logs.String())
 	}
 }

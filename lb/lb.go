@@ -261,14 +261,23 @@ func (l *LB) Apply(ctx context.Context, u render.Update) (reload.Result, error) 
 	return l.reload.Apply(ctx, u)
 }
 
-// Healthy is /healthz: nginx running (when supervised) and the last reload not failed.
+// Healthy is /healthz: nginx running (when supervised), the last reload not
+// failed, and Consul not out of reach for longer than the drain state's
+// session TTL (lbstate.Publisher.Reachable): past that, drains no longer
+// wait for this load balancer, so it must take no more calls.
 func (l *LB) Healthy() error {
 	if sup := l.opts.Supervisor; sup != nil {
 		if st, err := sup.StatusOf(l.cfg.Nginx.Program); err == nil && st.State != supervisor.Running {
 			return fmt.Errorf("nginx is %s", st.State)
 		}
 	}
-	return l.reload.Healthy()
+	if err := l.reload.Healthy(); err != nil {
+		return err
+	}
+	if l.publisher != nil {
+		return l.publisher.Reachable()
+	}
+	return nil
 }
 
 // Run renders the first config (Start) unless that was done, opens nginx's

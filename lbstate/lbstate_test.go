@@ -6,7 +6,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/http"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,6 +97,66 @@ func TestPublishedStateLivesWithItsSession(t *testing.T) {
 	stop()
 	if pair, _ := getState(t, c, "lb-1"); pair != nil {
 		t.Fatalf("state outlived its publisher: %+v", pair)
+	}
+}
+
+// cuttable is an http.RoundTripper to a real agent that fails every request
+// while cut is set: Consul out of reach.
+type cuttable struct {
+	next http.RoundTripper
+	cut  atomic.Bool
+}
+
+func (c *cuttable) RoundTrip(req *http.Request) (*http.Response, error) {
+	if c.cut.Load() {
+		return nil, errors.New("cut off")
+	}
+	return c.next.RoundTrip(req)
+}
+
+// A load balancer is unreachable (for /healthz) only once no renew and no
+// write has succeeded for longer than the session TTL, and reachable again
+// after the next renew that gets through.
+func TestPublisherUnreachableLongerThanItsSessionTTL(t *testing.T) {
+	c := testrig.StartConsul(t)
+	link := &cuttable{next: &http.Transport{}}
+	client, err := api.NewClient(&api.Config{Address: c.Addr, HttpClient: &http.Client{Transport: link}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	p := NewPublisher(client, "lb-1", quiet)
+	p.Now = func() time.Time { return now }
+	ctx := context.Background()
+	if err := p.Reachable(); err != nil {
+		t.Fatalf("before any attempt: %v", err)
+	}
+	if err := p.Publish(ctx, map[catalog.Query]uint64{{Service: "greeter"}: 1}); err != nil {
+		t.Fatal(err)
+	}
+	link.cut.Store(true)
+	last := now
+	for _, at := range []time.Duration{2 * time.Second, 6 * time.Second, 10 * time.Second} {
+		now = last.Add(at)
+		if err := p.refresh(ctx); err == nil {
+			t.Fatalf("%s into the cut: the renew got through", at)
+		}
+		if err := p.Reachable(); err != nil {
+			t.Fatalf("%s into the cut (TTL %s): already unreachable: %v", at, p.SessionTTL, err)
+		}
+	}
+	now = last.Add(10*time.Second + time.Millisecond)
+	err = p.Reachable()
+	if err == nil || !strings.Contains(err.Error(), "longer than the session TTL 10s") || !strings.Contains(err.Error(), "cut off") {
+		t.Fatalf("past the TTL: %v, want the reason and the last error", err)
+	}
+	t.Logf("/healthz says: %v", err)
+	link.cut.Store(false)
+	if err := p.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Reachable(); err != nil {
+		t.Fatalf("after a renew got through: %v", err)
 	}
 }
 

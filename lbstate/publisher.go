@@ -47,6 +47,16 @@ type Publisher struct {
 	session   string
 	want      *State // newest state given to Publish
 	published bool   // want is in Consul
+
+	// reach is whether Consul keeps our key: when a renew of the session or
+	// a write of the state last succeeded, and the error of the newest
+	// attempt when it failed. Its own lock, never held across a request,
+	// so Reachable (/healthz) never waits for Consul.
+	reach struct {
+		sync.Mutex
+		ok  time.Time
+		err error
+	}
 }
 
 // NewPublisher publishes as load balancer id (unique among load balancers;
@@ -74,8 +84,50 @@ func (p *Publisher) Publish(ctx context.Context, indexes map[catalog.Query]uint6
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.want, p.published = &st, false
-	return p.writeLocked(ctx)
+	return p.record(p.writeLocked(ctx))
 }
+
+// Reachable is nil unless the load balancer has been unable to reach Consul
+// for longer than its session TTL: no renew of its session and no write of
+// its state has succeeded for that long, and the newest attempt failed. By
+// then its session may have expired and its key be gone, so drains no longer
+// wait for it and it must take no more calls (docs/drain.md, "A load balancer
+// cut off from Consul"). It is nil again once a renew or a write succeeds.
+// It never waits for Consul.
+func (p *Publisher) Reachable() error {
+	p.reach.Lock()
+	defer p.reach.Unlock()
+	if p.reach.err == nil {
+		return nil
+	}
+	ttl := p.ttl()
+	if since := p.Now().Sub(p.reach.ok); since > ttl {
+		return fmt.Errorf("cannot reach Consul: no renew of the load balancer's session and no write of its state has succeeded for %s, longer than the session TTL %s, so drains no longer wait for this load balancer (last error: %v)",
+			since.Round(100*time.Millisecond), ttl, p.reach.err)
+	}
+	return nil
+}
+
+// record notes the outcome of an attempt to keep the key (a renew or a
+// write) for Reachable, and returns err.
+func (p *Publisher) record(err error) error {
+	now := p.Now()
+	p.reach.Lock()
+	defer p.reach.Unlock()
+	switch {
+	case err == nil:
+		p.reach.ok, p.reach.err = now, nil
+	case p.reach.ok.IsZero():
+		// Never reached yet: unreachable since the first attempt.
+		p.reach.ok, p.reach.err = now, err
+	default:
+		p.reach.err = err
+	}
+	return err
+}
+
+// ttl is the session's TTL as Consul is asked for it.
+func (p *Publisher) ttl() time.Duration { return max(p.SessionTTL, 10*time.Second) }
 
 // QueriesOf turns per-query indexes into the published form, sorted.
 func QueriesOf(indexes map[catalog.Query]uint64) []QueryIndex {
@@ -121,15 +173,15 @@ func (p *Publisher) refresh(ctx context.Context) error {
 	if p.published && p.session != "" {
 		entry, _, err := p.client.Session().Renew(p.session, (&api.WriteOptions{}).WithContext(ctx))
 		if err != nil {
-			return fmt.Errorf("renew session: %w", err)
+			return p.record(fmt.Errorf("renew session: %w", err))
 		}
 		if entry != nil {
-			return nil
+			return p.record(nil)
 		}
 		p.log.Warn("load balancer state session expired; publishing again")
 		p.session, p.published = "", false
 	}
-	return p.writeLocked(ctx)
+	return p.record(p.writeLocked(ctx))
 }
 
 var errHeld = errors.New("key held by another session")
@@ -185,7 +237,7 @@ func (p *Publisher) acquire(ctx context.Context, value []byte) error {
 func (p *Publisher) createSession(ctx context.Context) (string, error) {
 	entry := &api.SessionEntry{
 		Name:      "lbctl load balancer " + p.id,
-		TTL:       max(p.SessionTTL, 10*time.Second).String(),
+		TTL:       p.ttl().String(),
 		Behavior:  api.SessionBehaviorDelete,
 		LockDelay: time.Millisecond, // a restarted load balancer may take its key back at once
 	}

@@ -2,7 +2,9 @@ package multihost
 
 import (
 	"fmt"
+	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,10 +146,14 @@ func TestLoadBalancerCutOffFromConsul(t *testing.T) {
 	lb1 := c.LBs[0]
 	consul := c.Agent(c.Client).Client
 
+	for _, lb := range c.LBs {
+		testrig.WaitFor(t, 30*time.Second, lb.ID+"'s /healthz to pass before the cut", lb.Healthz)
+	}
 	cut := time.Now()
 	lb1.Host.CutFromConsul()
 	var keyGone time.Duration
-	go func() {
+	var watchers sync.WaitGroup // the two below, done by the heal
+	watchers.Go(func() {
 		if testrig.Poll(cutFor, func() error {
 			p, err := lb1.State(consul)
 			if err == nil && p != nil {
@@ -158,7 +164,23 @@ func TestLoadBalancerCutOffFromConsul(t *testing.T) {
 			keyGone = time.Since(cut)
 			c.Event("lbctl/lb/lb-1 gone %s after the cut", keyGone.Round(time.Millisecond))
 		}
-	}()
+	})
+	// lb-1's /healthz fails once Consul has been out of reach for longer
+	// than the session TTL, so an outer balancer probing it stops sending it calls.
+	var unhealthy time.Duration
+	var reason error
+	watchers.Go(func() {
+		if testrig.Poll(cutFor, func() error {
+			reason = lb1.Healthz()
+			if reason == nil {
+				return fmt.Errorf("lb-1's /healthz still passes")
+			}
+			return nil
+		}) == nil {
+			unhealthy = time.Since(cut)
+			c.Event("lb-1's /healthz fails %s after the cut: %v", unhealthy.Round(time.Millisecond), reason)
+		}
+	})
 	// The deploy, while lb-1 is cut off.
 	next := startColour(t, c, 1)
 	drains, converge := drainAll(t, blues, 45*time.Second)
@@ -167,9 +189,14 @@ func TestLoadBalancerCutOffFromConsul(t *testing.T) {
 	}
 	c.Event("deploy done during the cut: blues drained %s after SIGTERM", converge.Round(time.Millisecond))
 	<-time.After(time.Until(cut.Add(cutFor))) // the fault is held for cutFor
+	watchers.Wait()
 	atHeal := load.Snapshot()
+	lb2Health := c.LBs[1].Healthz()
 	lb1.Host.Heal()
 	healed := time.Now()
+	testrig.WaitFor(t, 30*time.Second, "lb-1's /healthz to pass again", lb1.Healthz)
+	healthBack := time.Since(healed)
+	c.Event("lb-1's /healthz passes again %s after the heal", healthBack.Round(time.Millisecond))
 	index, err := c.Passing(next, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -189,9 +216,9 @@ func TestLoadBalancerCutOffFromConsul(t *testing.T) {
 		return nil
 	})
 	reps := load.Stop()
-	t.Logf("FIGURES: lb-1 cut off from Consul for %s; its key gone after %s; the deploy's drains (confirmed by %v) took %s after SIGTERM; "+
+	t.Logf("FIGURES: lb-1 cut off from Consul for %s; its key gone after %s; its /healthz failing after %s, passing again %s after the heal; the deploy's drains (confirmed by %v) took %s after SIGTERM; "+
 		"lb-1: %d calls, %d failed during the cut (its last good set: the drained blues), %d failed once it served again; it served the greens %s after the heal; lb-2: %d calls, %d failed",
-		cutFor, keyGone.Round(time.Millisecond), drains[0].confirmed, converge.Round(time.Millisecond),
+		cutFor, keyGone.Round(time.Millisecond), unhealthy.Round(time.Millisecond), healthBack.Round(time.Millisecond), drains[0].confirmed, converge.Round(time.Millisecond),
 		atHeal[0].Calls, atHeal[0].Failures, reps[0].Failures-settled[0].Failures, back.Round(time.Millisecond), reps[1].Calls, reps[1].Failures)
 	expectConfirmedBy(t, drains, "lb-2")
 	if reps[1].Failures != 0 {
@@ -200,6 +227,17 @@ func TestLoadBalancerCutOffFromConsul(t *testing.T) {
 	if n := reps[0].Failures - settled[0].Failures; n != 0 {
 		t.Errorf("lb-1: %d calls failed after it served again", n)
 	}
+	// The last renew before the cut is at most one refresh (2s) before it,
+	// and a failed attempt can take the publisher's write timeout (5s).
+	if unhealthy < sessionTTL-2*time.Second || unhealthy > sessionTTL+5*time.Second {
+		t.Errorf("lb-1's /healthz failed %s after the cut (reason %v), want once Consul was out of reach for the session TTL %s", unhealthy, reason, sessionTTL)
+	}
+	if reason != nil && !strings.Contains(reason.Error(), "session TTL") {
+		t.Errorf("lb-1's /healthz reason does not say why: %v", reason)
+	}
+	if lb2Health != nil {
+		t.Errorf("lb-2's /healthz failed during lb-1's cut: %v", lb2Health)
+	}
 	if keyGone == 0 || keyGone > sessionTTL {
 		t.Errorf("lb-1's key gone after %s, want within the session TTL %s", keyGone, sessionTTL)
 	}
@@ -207,7 +245,10 @@ func TestLoadBalancerCutOffFromConsul(t *testing.T) {
 
 // An app host's Consul agent is killed and restarted with its data wiped (a
 // new agent that knows nothing): lbctl register notices the agent lost the
-// instance and registers it again within 5 s of the restart.
+// instance and registers it again within 5 s of the restart. The agent
+// comes back with the host's node ID (hosts.nodeID, as on a real machine);
+// with a new random one it flaked (about 1 run in 8 under load): Consul
+// dropped every re-registration until it could sync, see nodeID.
 func TestAgentRestartedWithoutItsData(t *testing.T) {
 	c := hosts.NewCluster(t, bin)
 	blues := startColour(t, c, 0)
@@ -232,7 +273,9 @@ func TestAgentRestartedWithoutItsData(t *testing.T) {
 		_, _, err := agent.Client.Agent().Service(app.ID, nil)
 		return err // 404 until registered
 	}); err != nil {
-		t.Fatalf("%s registered with the new agent: %v\n%s\n%s", app.ID, err, app.Proc.Tail(3000), agent.Proc.Tail(3000))
+		out, _ := exec.Command("ip", "netns", "exec", app.Host.NS, "ss", "-tnp").CombinedOutput()
+		t.Fatalf("%s registered with the new agent: %v\nlbctl register:\n%s\nthe agent:\n%s\nsockets:\n%s", app.ID, err,
+			strings.Join(app.Proc.Lines("registrar"), "\n"), agentLog(agent.Proc), out)
 	}
 	back = time.Since(restarted)
 	c.Event("%s registered with the new agent %s after the restart", app.ID, back.Round(time.Millisecond))
@@ -254,4 +297,15 @@ func TestAgentRestartedWithoutItsData(t *testing.T) {
 	if failed != 0 {
 		t.Errorf("%d of %d calls failed: %s", failed, calls, hosts.Errors(reps))
 	}
+}
+
+// agentLog is an agent's log without the lines that repeat while a test polls it.
+func agentLog(p *hosts.Proc) string {
+	var keep []string
+	for _, line := range strings.Split(p.Output(), "\n") {
+		if !strings.Contains(line, "unknown service ID") && !strings.Contains(line, "Registered resource endpoint") {
+			keep = append(keep, line)
+		}
+	}
+	return strings.Join(keep, "\n")
 }

@@ -3,7 +3,9 @@ package hosts
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +55,9 @@ type ClusterOptions struct {
 	// Shift makes the load balancers follow shift splits and write the access
 	// log the shift gate reads.
 	Shift bool
+	// Tag is the greeter service's tag in the load balancers' config: what
+	// they serve while no split is recorded (empty: every instance).
+	Tag string
 }
 
 // NewCluster makes the hosts, starts Consul everywhere and `lbctl run` on the
@@ -113,9 +118,12 @@ func (c *Cluster) startLB(h *Host, o ClusterOptions) *LB {
 	n := testrig.NewNginxWith(t, testrig.NginxOptions{Lua: true})
 	lb := &LB{ID: h.Name, Host: h, Addr: h.IP + ":5000", bin: c.Bin.LBCTL, config: filepath.Join(h.Dir, "lbctl.yaml")}
 	shift := ""
+	if o.Tag != "" {
+		shift = fmt.Sprintf("\n    tag: %s", o.Tag)
+	}
 	if o.Shift {
 		lb.AccessLog = filepath.Join(h.Dir, "greeter.access.log")
-		shift = fmt.Sprintf("\n    shift: true\n    access_log: %s", lb.AccessLog)
+		shift += fmt.Sprintf("\n    shift: true\n    access_log: %s", lb.AccessLog)
 	}
 	var args []string
 	for _, a := range n.Args() {
@@ -159,6 +167,26 @@ register:
 // Start (re)starts `lbctl run`.
 func (lb *LB) Start() {
 	lb.Run = lb.Host.Start("lbctl-run", lb.bin, "run", "--config", lb.config, "--log-level", "debug")
+}
+
+// Healthz is nil when lb's /healthz answers 200, else an error with its answer.
+func (lb *LB) Healthz() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://127.0.0.1:9180/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := lb.Host.HTTPClient().Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s /healthz: %s: %s", lb.ID, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
 }
 
 // State is what lb has published under lbctl/lb/ (nil when its key is gone).

@@ -1,6 +1,8 @@
 package hosts
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,7 +35,7 @@ func (h *Host) StartConsul(server bool, servers []*Host) *ConsulAgent {
 	a := &ConsulAgent{Host: h, Server: server, Client: h.Consul(), bin: testrig.ConsulBinary(t)}
 	a.args = []string{"agent", "-node=" + h.Name, "-bind=" + h.IP, "-client=127.0.0.1",
 		"-data-dir=" + filepath.Join(h.Dir, "consul-data"), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-disable-host-node-id", "-log-level=info", "-retry-interval=1s",
+		"-node-id=" + nodeID(h.Name), "-log-level=info", "-retry-interval=1s",
 		"-hcl=performance { raft_multiplier = 1 }", "-hcl=check_update_interval = \"0s\""}
 	for _, s := range servers {
 		a.args = append(a.args, "-retry-join="+s.IP)
@@ -43,6 +45,22 @@ func (h *Host) StartConsul(server bool, servers []*Host) *ConsulAgent {
 	}
 	a.Start()
 	return a
+}
+
+// nodeID is h's Consul node ID, fixed per host name. On a real machine the
+// ID comes from the host, so an agent whose data is wiped comes back as the
+// same node; the hosts here share one machine, so each gets its own from its
+// name. A random ID after a wipe (-disable-host-node-id) makes a different
+// node under a name the catalog still holds: the servers refuse its node
+// registration ("Node name app-1 is reserved by node <old ID>"), its
+// anti-entropy cannot run, and Consul 1.21's agent then drops every
+// registration of a service ID the old node had (a nil dereference on the
+// deregistration it keeps pending: an empty reply to the PUT) until it can
+// sync, which made case 5 flake.
+func nodeID(name string) string {
+	sum := sha256.Sum256([]byte("lbctl-hosts " + name))
+	h := hex.EncodeToString(sum[:16])
+	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
 }
 
 // Start (re)starts the agent with its arguments; it does not wait for it.

@@ -1,6 +1,7 @@
 package hosts
 
 import (
+	"strconv"
 	"strings"
 	"syscall"
 )
@@ -44,6 +45,15 @@ func (h *Host) Isolate() {
 	h.net.Event("FAULT cut %s off from every host (iptables DROP both ways)", h.Name)
 	h.iptables("-A", "INPUT", "-i", "eth0", "-j", "DROP")
 	h.iptables("-A", "OUTPUT", "-o", "eth0", "-j", "DROP")
+}
+
+// RefuseOutgoing makes every TCP connection h opens to port on another host
+// fail at once (iptables REJECT with a TCP reset in h's OUTPUT): h, say a
+// load balancer, can no longer reach the instances listening there, while
+// every other host still can.
+func (h *Host) RefuseOutgoing(port int) {
+	h.net.Event("FAULT %s's connections to port %d refused (iptables REJECT, tcp-reset)", h.Name, port)
+	h.iptables("-A", "OUTPUT", "-o", "eth0", "-p", "tcp", "--dport", strconv.Itoa(port), "-j", "REJECT", "--reject-with", "tcp-reset")
 }
 
 // consulPorts are Consul's server RPC, LAN and WAN gossip ports.
