@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lbctl/lbctl/internal/percentile"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
@@ -276,15 +277,10 @@ func row(w io.Writer, name, what string, d []time.Duration) {
 
 func dash(n int) string { return strings.Repeat("-", n) }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
-
-// pct is the nearest-rank percentile.
-func pct(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (p*len(s)+99)/100 - 1
-	return s[max(0, min(i, len(s)-1))]
-}
+var (
+	ms  = percentile.Ms
+	pct = percentile.Of
+)
 
 // machine is the CPU count and model.
 func machine() string {

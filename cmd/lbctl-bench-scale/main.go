@@ -29,6 +29,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/internal/percentile"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
 
@@ -360,12 +361,7 @@ func printTable(w io.Writer, o options, rows []row) {
 	}
 }
 
-func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
-
-// pct is the nearest-rank percentile.
-func pct(d []time.Duration, p int) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	i := (p*len(s)+99)/100 - 1
-	return s[max(0, min(i, len(s)-1))]
-}
+var (
+	ms  = percentile.Ms
+	pct = percentile.Of
+)
