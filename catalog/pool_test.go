@@ -87,7 +87,9 @@ func newFake(n int) *fakeConsul {
 	return f
 }
 
-func (f *fakeConsul) request() (func(), error) {
+// request is one request's bookkeeping; it takes f.hold (the bubble's
+// clock), or until ctx ends, as a real request would.
+func (f *fakeConsul) request(ctx context.Context) (func(), error) {
 	f.mu.Lock()
 	if f.refuse > 0 {
 		f.refuse--
@@ -97,12 +99,18 @@ func (f *fakeConsul) request() (func(), error) {
 	f.running++
 	f.maxRun = max(f.maxRun, f.running)
 	f.mu.Unlock()
-	time.Sleep(f.hold)
-	return func() { f.mu.Lock(); f.running--; f.mu.Unlock() }, nil
+	done := func() { f.mu.Lock(); f.running--; f.mu.Unlock() }
+	select {
+	case <-time.After(f.hold):
+	case <-ctx.Done():
+		done()
+		return nil, ctx.Err()
+	}
+	return done, nil
 }
 
 func (f *fakeConsul) fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error) {
-	done, err := f.request()
+	done, err := f.request(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -125,7 +133,7 @@ func (f *fakeConsul) fetch(ctx context.Context, q Query, index uint64) ([]Instan
 }
 
 func (f *fakeConsul) probe(ctx context.Context, q Query) (uint64, error) {
-	done, err := f.request()
+	done, err := f.request(ctx)
 	if err != nil {
 		return 0, err
 	}
@@ -167,6 +175,29 @@ func (f *fakeConsul) services(ctx context.Context, dc string, index uint64) (uin
 }
 
 // change gives service name new instances at a new index.
+// waitFor waits, inside a synctest bubble, until cond (called with f.mu
+// held) holds, failing after a second of the bubble's clock: each round
+// lets every goroutine run until it blocks, then advances the clock to the
+// next timer.
+func (f *fakeConsul) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(time.Second)
+	for {
+		synctest.Wait()
+		f.mu.Lock()
+		ok := cond()
+		f.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-deadline:
+			t.Fatalf("waiting for %s: gave up after 1s of the bubble's clock", what)
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
 func (f *fakeConsul) change(name string, port int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -277,9 +308,9 @@ func TestRunFollowsTheFeeds(t *testing.T) {
 		if in := s.Instances[Query{Service: "s030"}]; in[0].Port != 7777 {
 			t.Fatalf("s030 = %+v after the sweep, want port 7777", in)
 		}
-		// The bubble's fake clock: a second is far more than the sweep needs
-		// (50 probes at ProbeRate 2000/s, 1ms each), and takes no real time.
-		time.Sleep(time.Second)
+		// 50 probes at ProbeRate 2000/s, 1ms each: well within a second of
+		// the bubble's clock, which takes no real time.
+		f.waitFor(t, "the sweep's 50 probes", func() bool { return f.probes >= 50 })
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if f.probes != 50 || f.fetches["s030"] != 2 || f.fetches["s031"] != 1 {
@@ -338,7 +369,7 @@ func TestOnceKeepsItsAnswersForTheNextOnceAndRun(t *testing.T) {
 		out := make(chan Snapshot, 1)
 		go w.Run(ctx, out)
 		<-out
-		time.Sleep(time.Second) // the bubble's clock: far more than 300 probes take
+		f.waitFor(t, "Run's 300 probes", func() bool { return f.probes >= kept+300 })
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		if f.fetches["s250"] != 1 || f.probes != kept+300 {
