@@ -70,15 +70,20 @@ func runStatus(ctx context.Context, o *statusOptions) error {
 		return err
 	}
 	if o.json {
-		enc := json.NewEncoder(o.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(reply)
+		return printJSON(o.stdout, reply)
 	}
 	if err := printStatus(o.stdout, reply); err != nil {
 		return err
 	}
 	printVersions(ctx, o.globalOptions, o.stdout)
 	return nil
+}
+
+// printJSON writes v as indented JSON, for the status commands' --json.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // printVersions adds, for each service that follows lbctl shift, its split

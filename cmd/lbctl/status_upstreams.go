@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -62,9 +61,7 @@ func runStatusUpstreams(ctx context.Context, o *upstreamsOptions) error {
 		return fmt.Errorf("read live upstreams from nginx (unix:%s): %w", socket, err)
 	}
 	if o.json {
-		enc := json.NewEncoder(o.stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(set)
+		return printJSON(o.stdout, set)
 	}
 	return printUpstreams(o.stdout, set)
 }
