@@ -65,8 +65,8 @@ func Builtin(services []config.Service, snap catalog.Snapshot, resolve Resolver)
 // so one change among thousands of services renders one block.
 type BuiltinRenderer struct {
 	resolve Resolver
-	live    *Live               // nil: reload mode
-	blocks  map[int]cachedBlock // by position in the services list
+	live    *Live         // nil: reload mode
+	blocks  []cachedBlock // by position in the services list
 }
 
 // Live is where nginx takes live upstreams (config nginx.live_*): its
@@ -86,13 +86,16 @@ type cachedBlock struct {
 	split     splitView // zero without a split
 	instances []catalog.Instance
 	out       []byte
-	peers     []live.Peer // in live mode: what nginx balances over
-	problems  []Problem
+	// upstreamName and upstream are, in live mode, the upstream's name and
+	// what nginx balances over (its version computed once per change).
+	upstreamName string
+	upstream     live.Upstream
+	problems     []Problem
 }
 
 // NewBuiltinRenderer returns a renderer that resolves host names with resolve.
 func NewBuiltinRenderer(resolve Resolver) *BuiltinRenderer {
-	return &BuiltinRenderer{resolve: resolve, blocks: map[int]cachedBlock{}}
+	return &BuiltinRenderer{resolve: resolve}
 }
 
 // NewLiveRenderer renders for live upstreams: each upstream once, as nginx's
@@ -122,7 +125,7 @@ func (r *BuiltinRenderer) RenderSplits(services []config.Service, snap catalog.S
 // checks apply: a value that fails them is in neither.
 func (r *BuiltinRenderer) RenderLive(services []config.Service, snap catalog.Snapshot, splits map[string]trafficsplit.Split) ([]byte, live.Set, []Problem) {
 	var problems []Problem
-	next := make(map[int]cachedBlock, len(services))
+	next := make([]cachedBlock, len(services))
 	size := 0
 	for i, svc := range services {
 		b := r.block(i, svc, splitViewOf(svc, splits), snap.Instances[QueryOf(svc)])
@@ -134,20 +137,20 @@ func (r *BuiltinRenderer) RenderLive(services []config.Service, snap catalog.Sna
 	var buf bytes.Buffer
 	execute(&buf, "header", r.headerOf(services))
 	buf.Grow(size)
-	for i := range services {
-		buf.Write(next[i].out)
+	for _, b := range next {
+		buf.Write(b.out)
 	}
-	return buf.Bytes(), r.liveSet(services, next), problems
+	return buf.Bytes(), r.liveSet(next), problems
 }
 
 // liveSet is every upstream's peers, in live mode.
-func (r *BuiltinRenderer) liveSet(services []config.Service, blocks map[int]cachedBlock) live.Set {
+func (r *BuiltinRenderer) liveSet(blocks []cachedBlock) live.Set {
 	if r.live == nil {
 		return nil
 	}
-	set := make(live.Set, len(services))
-	for i, svc := range services {
-		set[svc.UpstreamName()] = live.NewUpstream(blocks[i].peers)
+	set := make(live.Set, len(blocks))
+	for _, b := range blocks {
+		set[b.upstreamName] = b.upstream
 	}
 	return set
 }
@@ -157,13 +160,15 @@ func (r *BuiltinRenderer) block(i int, svc config.Service, split *splitView, ins
 	if split != nil {
 		sv = *split
 	}
-	if b, ok := r.blocks[i]; ok && b.svc == svc && b.split == sv && catalog.Equal(b.instances, instances) {
-		return b
+	if i < len(r.blocks) {
+		if b := r.blocks[i]; b.svc == svc && b.split == sv && catalog.Equal(b.instances, instances) {
+			return b
+		}
 	}
 	data, problems, cacheable := serviceBlockOf(svc, split, instances, r.resolve)
-	b := cachedBlock{svc: svc, split: sv, instances: instances, problems: problems}
+	b := cachedBlock{svc: svc, split: sv, instances: instances, upstreamName: data.Upstream, problems: problems}
 	if r.live != nil {
-		b.peers = peersOf(data.Servers)
+		b.upstream = live.NewUpstream(peersOf(data.Servers))
 		data.Live, data.Servers = true, nil // the config holds no instance
 	}
 	var buf bytes.Buffer

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/lbctl/lbctl/catalog"
@@ -217,10 +218,19 @@ func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]traffics
 	return File{Path: e.dest, Data: data, Perms: 0o644, Source: "builtin"}, set
 }
 
-// describeChanges lists instances added and removed per query, for the reload log line.
+// describeChanges lists instances added and removed per query, for the reload
+// log line. Only the queries whose instances differ are described: one change
+// among thousands of services costs one diff, not thousands.
 func (e *Engine) describeChanges(prev *catalog.Snapshot, next catalog.Snapshot) []string {
+	var changed []catalog.Query
+	for q, after := range next.Instances {
+		if prev == nil || !catalog.Equal(prev.Instances[q], after) {
+			changed = append(changed, q)
+		}
+	}
+	slices.SortFunc(changed, compareQueries)
 	var changes []string
-	for _, q := range slices.SortedFunc(maps.Keys(next.Instances), compareQueries) {
+	for _, q := range changed {
 		var before []catalog.Instance
 		if prev != nil {
 			before = prev.Instances[q]
@@ -237,13 +247,7 @@ func (e *Engine) describeChanges(prev *catalog.Snapshot, next catalog.Snapshot) 
 }
 
 func compareQueries(a, b catalog.Query) int {
-	if a.String() < b.String() {
-		return -1
-	}
-	if a.String() > b.String() {
-		return 1
-	}
-	return 0
+	return strings.Compare(a.String(), b.String())
 }
 
 func diffInstances(before, after []catalog.Instance) (added, removed []string) {
