@@ -6,14 +6,17 @@
 //
 // A Consul agent allows 200 connections per client address by default
 // (limits.http_max_conns_per_client), so one blocking query per service
-// cannot scale. Per datacenter, the Watcher holds two blocking queries, the
+// cannot scale. Per datacenter, the Watcher holds three blocking queries, the
 // change feeds, and asks for instances with short, non-blocking requests, at
 // most Concurrency (4) at a time:
 //
-//   - the checks feed, GET /v1/health/state/any?filter=Status != "passing":
-//     the checks that are not passing (few, in a healthy fleet). A check
-//     that appears, goes or changes names its service, which is fetched; a
-//     node's own check (no service) starts a sweep.
+//   - two checks feeds, GET /v1/health/state/critical and .../warning: the
+//     checks that are not passing (few, in a healthy fleet). A check that
+//     enters a state, leaves it or changes in it names its service, which is
+//     fetched; a node's own check (no service) starts a sweep. Consul reads
+//     these through its index on check status, so a wake costs it the few
+//     checks in that state, not every check (a filter on /state/any cost
+//     14-17 ms per wake at 10,000 checks, against 0.3-0.8 ms).
 //   - the services feed, GET /v1/catalog/services with a filter that matches
 //     nothing: only its index matters, which moves with every registration,
 //     deregistration or changed instance. The answer cannot say which
@@ -26,7 +29,7 @@
 //     no feed sees (a node's address, a passing check removed on its own, a
 //     check that failed and recovered between two answers of the feed).
 //
-// A datacenter's queries are first fetched once both feeds have answered,
+// A datacenter's queries are first fetched once all its feeds have answered,
 // so every change after a fetch is one the feeds report. A feed's answer
 // that arrives while a query's request is in flight asks that query again
 // once the request is done. When the agent answers 429 the watcher halves
@@ -36,7 +39,7 @@
 //
 // # A few services: a blocking query each
 //
-// The feeds cost round trips: a health change is the checks feed's answer,
+// The feeds cost round trips: a health change is a checks feed's answer,
 // then a fetch; a registration is the services feed's answer, a probe, then
 // a fetch. A blocking query per service answers with the instances at once.
 // So up to DirectLimit (64) queries, far below the agent's 200 connections,

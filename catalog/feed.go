@@ -6,21 +6,23 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/hashicorp/consul/api"
+
 	"github.com/lbctl/lbctl/internal/view"
 )
 
 // checkKey names one check: its node and check ID.
 type checkKey struct{ Node, CheckID string }
 
-// checkRow is what the checks feed keeps of a check that is not passing.
+// checkRow is what a checks feed keeps of a check in its state.
 type checkRow struct {
 	Service     string // empty for a node's own check
 	Status      string
 	ModifyIndex uint64
 }
 
-// changedServices compares two answers of the checks feed (the checks that
-// are not passing): the services whose checks appeared, went or changed,
+// changedServices compares two answers of a checks feed (the checks in its
+// state): the services whose checks appeared, went or changed,
 // sorted, and whether a node's own check did (that touches every service on
 // the node, which the feed cannot name).
 func changedServices(prev, next map[checkKey]checkRow) (services []string, node bool) {
@@ -55,35 +57,30 @@ type feedEvent struct {
 	dc string
 	// ready: the feed's first answer is in; changes after it will be told.
 	ready bool
-	// services changed (by name), per the checks feed.
+	// services changed (by name), per a checks feed.
 	services []string
 	// sweep: something changed that the feeds cannot name (a registration,
 	// a node's check): every query of dc is probed.
 	sweep bool
 }
 
-// runFeeds runs datacenter dc's two change feeds until ctx ends, each one
+// checkStates are the states a check feed follows each: a check that is
+// neither passing nor in one of these does not exist (Consul has no other).
+var checkStates = []string{api.HealthCritical, api.HealthWarning}
+
+// feedsPerDC is how many change feeds a datacenter has: a checks feed per
+// state, and the services feed.
+var feedsPerDC = len(checkStates) + 1
+
+// runFeeds runs datacenter dc's change feeds until ctx ends, each one
 // blocking query through package view, and tells events what they see.
 func (w *Watcher) runFeeds(ctx context.Context, dc string, events chan<- feedEvent) {
 	send := func(ev feedEvent) error { return sendOrDone(ctx, events, ev) }
 	var feeds sync.WaitGroup
 	defer feeds.Wait()
-	feeds.Go(func() {
-		v := view.New(func(ctx context.Context, index uint64) (map[checkKey]checkRow, uint64, error) {
-			return w.src.nonPassing(ctx, dc, index)
-		}, maps.Equal)
-		tune(w, v, "checks feed", dc)
-		var prev map[checkKey]checkRow
-		v.Run(ctx, func(rows map[checkKey]checkRow, _ uint64) error {
-			if prev == nil {
-				prev = rows
-				return send(feedEvent{dc: dc, ready: true})
-			}
-			services, node := changedServices(prev, rows)
-			prev = rows
-			return send(feedEvent{dc: dc, services: services, sweep: node})
-		})
-	})
+	for _, state := range checkStates {
+		feeds.Go(func() { w.runChecksFeed(ctx, dc, state, send) })
+	}
 	feeds.Go(func() {
 		// Every new index of the service table is a registration, a
 		// deregistration or a changed instance somewhere: the answer does not
@@ -99,6 +96,25 @@ func (w *Watcher) runFeeds(ctx context.Context, dc string, events chan<- feedEve
 			first = false
 			return send(ev)
 		})
+	})
+}
+
+// runChecksFeed follows dc's checks in state: a check that enters it, leaves
+// it or changes in it names its service (a node's own check: a sweep).
+func (w *Watcher) runChecksFeed(ctx context.Context, dc, state string, send func(feedEvent) error) {
+	v := view.New(func(ctx context.Context, index uint64) (map[checkKey]checkRow, uint64, error) {
+		return w.src.checksIn(ctx, dc, state, index)
+	}, maps.Equal)
+	tune(w, v, state+" checks feed", dc)
+	var prev map[checkKey]checkRow
+	v.Run(ctx, func(rows map[checkKey]checkRow, _ uint64) error {
+		if prev == nil {
+			prev = rows
+			return send(feedEvent{dc: dc, ready: true})
+		}
+		services, node := changedServices(prev, rows)
+		prev = rows
+		return send(feedEvent{dc: dc, services: services, sweep: node})
 	})
 }
 

@@ -14,7 +14,7 @@ type Waiting struct {
 	Queries    int // queries watched
 	Unanswered int // not answered even once yet
 	// Feeds is how many change feeds have not answered yet; no query is
-	// fetched in a datacenter until both of its feeds have.
+	// fetched in a datacenter until all of its feeds have.
 	Feeds int
 	// Queued need a request and wait for a free slot (or, probes, for their turn).
 	Queued int

@@ -144,14 +144,19 @@ func (f *fakeConsul) probe(ctx context.Context, q Query) (uint64, error) {
 	return f.index[q.Service], nil
 }
 
-// The checks feed names the services the test pushes; the services feed
-// moves when the test pushes a sweep. Each feed answers its first request at once.
-func (f *fakeConsul) nonPassing(ctx context.Context, dc string, index uint64) (map[checkKey]checkRow, uint64, error) {
+// The critical checks feed names the services the test pushes; the warning
+// checks feed never moves; the services feed moves when the test pushes a
+// sweep. Each feed answers its first request at once.
+func (f *fakeConsul) checksIn(ctx context.Context, dc, state string, index uint64) (map[checkKey]checkRow, uint64, error) {
 	if index == 0 {
 		return map[checkKey]checkRow{}, 1, nil
 	}
+	checks := f.checks
+	if state != api.HealthCritical {
+		checks = nil
+	}
 	select {
-	case services := <-f.checks:
+	case services := <-checks:
 		rows := map[checkKey]checkRow{}
 		for _, s := range services {
 			rows[checkKey{"n1", s}] = checkRow{Service: s, Status: "critical", ModifyIndex: index + 1}

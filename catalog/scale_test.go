@@ -112,6 +112,15 @@ func TestWatchHundredsOfServicesOnDefaultLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	reaches(name(7), 1)
+	// A warning is not passing either (the warning checks feed names it).
+	if err := c.Client.Agent().UpdateTTL(name(7), "slow", api.HealthWarning); err != nil {
+		t.Fatal(err)
+	}
+	reaches(name(7), 0)
+	if err := c.Client.Agent().UpdateTTL(name(7), "up", api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	reaches(name(7), 1)
 
 	if f := failures.Load(); f != 0 {
 		t.Errorf("%d failed Consul requests, first %v", f, firstErr.Load())

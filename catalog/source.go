@@ -24,9 +24,9 @@ type source interface {
 	// index, for the price of a few bytes; its index is never published,
 	// because no data came with it.
 	probe(ctx context.Context, q Query) (uint64, error)
-	// nonPassing is the checks feed: a blocking query on every check of
-	// datacenter dc that is not passing, keyed by node and check ID.
-	nonPassing(ctx context.Context, dc string, index uint64) (map[checkKey]checkRow, uint64, error)
+	// checksIn is a checks feed: a blocking query on every check of
+	// datacenter dc in state (critical or warning), keyed by node and check ID.
+	checksIn(ctx context.Context, dc, state string, index uint64) (map[checkKey]checkRow, uint64, error)
 	// services is the registrations feed: a blocking query on the catalog's
 	// service table, filtered to nothing; only its index matters.
 	services(ctx context.Context, dc string, index uint64) (uint64, error)
@@ -38,13 +38,16 @@ type consulSource struct {
 	waitTime time.Duration // the feeds' blocking wait
 }
 
-// The feeds' and probes' filters. Consul applies a filter after it has read
-// the data, so a filtered answer carries the unfiltered index. Service IDs
-// and names cannot hold a NUL byte: those filters match nothing.
+// The services feed's and probes' filters. Consul applies a filter after it
+// has read the data, so a filtered answer carries the unfiltered index.
+// Service IDs and names cannot hold a NUL byte: those filters match nothing.
+// The checks feeds have none: /v1/health/state/<state> reads only the checks
+// in that state (Consul's status index), where a filter on /state/any was
+// evaluated over every check on every wake (14-17 ms at 10,000 checks,
+// against 0.3-0.8 ms for /state/critical and /state/warning).
 const (
 	probeFilter    = `Service.ID == "\u0000"`
 	servicesFilter = `ServiceName == "\u0000"`
-	checksFilter   = `Status != "passing"`
 )
 
 func (s consulSource) fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error) {
@@ -74,11 +77,11 @@ func (s consulSource) probe(ctx context.Context, q Query) (uint64, error) {
 	return meta.LastIndex, nil
 }
 
-func (s consulSource) nonPassing(ctx context.Context, dc string, index uint64) (map[checkKey]checkRow, uint64, error) {
-	opts := (&api.QueryOptions{Datacenter: dc, WaitIndex: index, WaitTime: s.waitTime, Filter: checksFilter}).WithContext(ctx)
-	checks, meta, err := s.client.Health().State(api.HealthAny, opts)
+func (s consulSource) checksIn(ctx context.Context, dc, state string, index uint64) (map[checkKey]checkRow, uint64, error) {
+	opts := (&api.QueryOptions{Datacenter: dc, WaitIndex: index, WaitTime: s.waitTime}).WithContext(ctx)
+	checks, meta, err := s.client.Health().State(state, opts)
 	if err != nil {
-		return nil, 0, fmt.Errorf("checks not passing%s: %w", inDC(dc), err)
+		return nil, 0, fmt.Errorf("checks %s%s: %w", state, inDC(dc), err)
 	}
 	rows := make(map[checkKey]checkRow, len(checks))
 	for _, c := range checks {

@@ -17,7 +17,7 @@ import (
 // Snapshot on every change, once every query has answered. Up to
 // DirectLimit queries, Run holds a blocking query per query; above, a few
 // connections however many queries it watches (see the package doc): per
-// datacenter, two blocking change feeds, plus at most Concurrency short
+// datacenter, three blocking change feeds, plus at most Concurrency short
 // requests at a time.
 type Watcher struct {
 	src     source
@@ -113,7 +113,7 @@ func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 	for dc := range s.byDC {
 		feeds.Go(func() { w.runFeeds(ctx, dc, events) })
 	}
-	return w.loop(ctx, s, events, 2*len(s.byDC), func(snap Snapshot) (bool, error) {
+	return w.loop(ctx, s, events, feedsPerDC*len(s.byDC), func(snap Snapshot) (bool, error) {
 		return false, latest.Send(ctx, out, snap)
 	})
 }
@@ -183,7 +183,7 @@ func (w *Watcher) keep(s *scheduler) {
 // loop is the scheduler's goroutine: it starts requests, applies their
 // answers and the feeds' events, and hands emit a snapshot whenever an
 // answer changed and every query has one. feeds is how many feeds have not
-// answered yet; a datacenter's queries are first fetched once both of its
+// answered yet; a datacenter's queries are first fetched once all of its
 // feeds have, so that every change after the fetch is one the feeds report.
 // loop returns ctx's error, emit's, or nil when emit says stop.
 func (w *Watcher) loop(ctx context.Context, s *scheduler, events <-chan feedEvent, feeds int, emit func(Snapshot) (stop bool, err error)) error {
@@ -238,14 +238,14 @@ func (w *Watcher) loop(ctx context.Context, s *scheduler, events <-chan feedEven
 			switch {
 			case ev.ready:
 				feeds--
-				if ready[ev.dc]++; ready[ev.dc] == 2 {
+				if ready[ev.dc]++; ready[ev.dc] == feedsPerDC {
 					// A probe for an answer a Once kept, a fetch for the rest.
 					for _, qs := range s.byDC[ev.dc] {
 						s.want(qs, false)
 					}
 				}
-			case ready[ev.dc] < 2:
-				// Before both feeds are in, no query was fetched: the
+			case ready[ev.dc] < feedsPerDC:
+				// Before every feed is in, no query was fetched: the
 				// first fetch comes after every change told so far.
 			default:
 				s.named(ev.dc, ev.services)
@@ -256,7 +256,7 @@ func (w *Watcher) loop(ctx context.Context, s *scheduler, events <-chan feedEven
 		case <-probeTurn.C:
 		case <-reconcile:
 			for dc := range s.byDC {
-				if ready[dc] == 2 {
+				if ready[dc] == feedsPerDC {
 					s.sweep(dc)
 				}
 			}
