@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -27,12 +28,14 @@ type childArgs struct {
 	Consul   string
 	Services int
 	Live     bool
+	Log      bool // lbctl's log on stderr (info), for a breakdown of where time goes
 }
 
 // message is one line the child writes on stdout.
 type message struct {
 	Event         string   `json:"event"` // ready, applied, stats, error
 	FirstRenderMS float64  `json:"first_render_ms,omitempty"`
+	Phases        phases   `json:"phases,omitzero"`
 	At            int64    `json:"at,omitempty"`      // applied: Unix ns
 	Seen          int64    `json:"seen,omitempty"`    // applied: when the engine rendered it (Update.Seen), Unix ns
 	Changed       []string `json:"changed,omitempty"` // applied: services whose index moved
@@ -112,12 +115,24 @@ func child(a childArgs, say func(message)) (err error) {
 		}
 	}
 	start := time.Now()
-	l, err := lb.New(cfg, lb.Options{Consul: client, Log: slog.New(slog.DiscardHandler), OnApplied: onApplied})
+	log := slog.New(slog.DiscardHandler)
+	if a.Log {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	l, err := lb.New(cfg, lb.Options{Consul: client, Log: log, OnApplied: onApplied})
 	if err != nil {
 		return err
 	}
+	built := time.Now()
+	res, err := l.Start(context.Background()) // lbtest.Run's Start returns this outcome
+	if err != nil {
+		return fmt.Errorf("first render: %w", err)
+	}
+	rendered := time.Now()
 	lbtest.Run(b, l, n)
-	say(message{Event: "ready", FirstRenderMS: float64(time.Since(start).Microseconds()) / 1000})
+	p := phases{New: msOf(built.Sub(start)), Consul: msOf(rendered.Sub(built) - res.Validate - res.Swap),
+		Validate: msOf(res.Validate), Nginx: msOf(time.Since(rendered))}
+	say(message{Event: "ready", FirstRenderMS: msOf(time.Since(start)), Phases: p})
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		u, _ := procmem.Self()
@@ -126,5 +141,22 @@ func child(a childArgs, say func(message)) (err error) {
 	}
 	return nil
 }
+
+// phases are where the first render's time went, in ms: lb.New (in live
+// mode it runs nginx -t once to see whether nginx has the Lua module), the
+// Consul fetch and render (lb.Start but its nginx -t and file swap), nginx -t
+// of the first render, and starting nginx on it until it serves.
+type phases struct {
+	New      float64 `json:"new"`
+	Consul   float64 `json:"consul"`
+	Validate float64 `json:"validate"`
+	Nginx    float64 `json:"nginx"`
+}
+
+func (p phases) String() string {
+	return fmt.Sprintf("new %.0f + fetch & render %.0f + nginx -t %.0f + nginx start %.0f", p.New, p.Consul, p.Validate, p.Nginx)
+}
+
+func msOf(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func serviceName(i int) string { return fmt.Sprintf("svc-%04d", i) }

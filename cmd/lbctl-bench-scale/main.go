@@ -41,6 +41,7 @@ type options struct {
 	churn, idle    time.Duration
 	rate           int
 	consulTemplate string
+	log            bool
 }
 
 func main() {
@@ -51,6 +52,7 @@ func main() {
 	flag.DurationVar(&o.churn, "churn", 10*time.Second, "how long changes churn")
 	flag.DurationVar(&o.idle, "idle", 5*time.Second, "idle window for requests/s")
 	flag.IntVar(&o.rate, "rate", 10, "changes a second")
+	flag.BoolVar(&o.log, "log", false, "print lbctl's log (info) on stderr, to see where time goes")
 	flag.StringVar(&o.consulTemplate, "consul-template", testrig.ConsulTemplatePath(), "consul-template binary")
 	flag.Parse()
 	if *child != "" {
@@ -104,6 +106,7 @@ type row struct {
 	what           string
 	services       int
 	firstRender    time.Duration
+	phases         phases // lbctl's first render, broken down
 	p50, p99       time.Duration
 	seen50, seen99 time.Duration // change -> rendered (catalog, engine): the rest is the reload controller
 	changes, seen  int
@@ -213,7 +216,7 @@ func (ch *lbctlChild) stat() message {
 
 func measureLbctl(b testing.TB, o options, c *testrig.Consul, n int, mode string) row {
 	r := row{what: "lbctl, " + mode + " mode", services: n}
-	ch := startChild(b, childArgs{Consul: c.Addr, Services: n, Live: mode == "live"})
+	ch := startChild(b, childArgs{Consul: c.Addr, Services: n, Live: mode == "live", Log: o.log})
 	defer func() { ch.stdin.Close(); ch.cmd.Wait() }()
 	select {
 	case m := <-ch.ready:
@@ -222,6 +225,7 @@ func measureLbctl(b testing.TB, o options, c *testrig.Consul, n int, mode string
 			return r
 		}
 		r.firstRender = time.Duration(m.FirstRenderMS * float64(time.Millisecond))
+		r.phases = m.Phases
 	case <-time.After(5 * time.Minute):
 		r.note = "no first render in 5 minutes"
 		return r
@@ -357,7 +361,11 @@ func printTable(w io.Writer, o options, rows []row) {
 		if r.rssKB > 0 {
 			mem = fmt.Sprintf("%.1f / %.1f MB", float64(r.anonKB)/1024, float64(r.rssKB)/1024)
 		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.what, r.services, ms(r.firstRender), lat, seen, mem, conns, rps)
+		first := ms(r.firstRender)
+		if r.phases != (phases{}) {
+			first += " (" + r.phases.String() + ")"
+		}
+		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.what, r.services, first, lat, seen, mem, conns, rps)
 	}
 }
 
