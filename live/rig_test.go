@@ -26,7 +26,7 @@ import (
 // renderer writes them. Every response carries the answering worker's pid in
 // x-worker.
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	nginx  *testrig.Nginx
 	client *Client
 	socket string
@@ -42,7 +42,7 @@ type rigOptions struct {
 	location  string // extra directives inside each location
 }
 
-func startRig(t *testing.T, opts rigOptions, names ...string) *rig {
+func startRig(t testing.TB, opts rigOptions, names ...string) *rig {
 	t.Helper()
 	n := testrig.NewNginxWith(t, testrig.NginxOptions{Lua: true, Workers: max(opts.workers, 1)})
 	r := &rig{

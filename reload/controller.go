@@ -164,6 +164,11 @@ func (c *Controller) Apply(ctx context.Context, u render.Update) (Result, error)
 	if err == nil {
 		c.live.files, c.live.last = u.Files, &u
 	}
+	if u.Live != nil {
+		if serr := c.writeSeed(u.Live); serr != nil {
+			c.log.Error("live upstreams seed not written; an nginx that starts now loads an older set until lbctl pushes it", "err", serr)
+		}
+	}
 	return res, err
 }
 

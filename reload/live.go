@@ -29,24 +29,35 @@ type liveState struct {
 }
 
 // applyLive pushes set to the running nginx and checks nginx holds every
-// version, then writes set to the seed file nginx loads when it starts.
-// prune also drops the upstreams set does not list; without it (before a
-// reload that adds upstreams) the old ones stay for the old workers.
-//
-// The push comes first: the seed only matters to an nginx that starts
-// later, and a master restarted in between is pushed the current set again
-// (Resync). Writing the file first put the disk in the path of every
-// instance change: creating and renaming it waited 2-170 ms on a busy
-// disk's journal, against ~1 ms for the push (cmd/lbctl-bench-reload).
+// version. prune also drops the upstreams set does not list; without it
+// (before a reload that adds upstreams) the old ones stay for the old
+// workers. With no nginx running, set goes into the seed file the next one
+// loads when it starts.
 func (c *Controller) applyLive(ctx context.Context, set live.Set, prune bool) (Outcome, error) {
 	outcome, err := c.pushSet(ctx, set, prune)
-	if !sameVersions(c.live.seeded, set) {
-		if serr := live.WriteSeed(c.opts.Nginx.LiveSeed(), set); serr != nil {
-			return Failed, errors.Join(err, fmt.Errorf("write live upstreams seed: %w", serr))
-		}
-		c.live.seeded = set
+	if outcome == Written {
+		err = c.writeSeed(set)
 	}
 	return outcome, err
+}
+
+// writeSeed writes set to the seed file nginx loads when it starts, unless
+// it holds set already.
+//
+// Apply writes it after the push and after OnApplied: the seed only matters
+// to an nginx that starts later, and a master restarted in between is
+// pushed the current set again (Resync). In the path of every instance
+// change, creating and renaming the file waited 2-170 ms on a busy disk's
+// journal, against ~0.2 ms for the push (cmd/lbctl-bench-reload).
+func (c *Controller) writeSeed(set live.Set) error {
+	if sameVersions(c.live.seeded, set) {
+		return nil
+	}
+	if err := live.WriteSeed(c.opts.Nginx.LiveSeed(), set); err != nil {
+		return fmt.Errorf("write live upstreams seed: %w", err)
+	}
+	c.live.seeded = set
+	return nil
 }
 
 // pushSet is applyLive's push: Written when no nginx runs (it loads the

@@ -44,9 +44,10 @@ func seedVersion(t *testing.T, seed string) string {
 	return body.Upstreams["grpc_greeter"].Version
 }
 
-// An instance change reaches nginx before the seed file is written: the
-// disk is not in the path of a push. The seed then holds what was pushed,
-// and it is written when no nginx runs too, for the one that starts.
+// An instance change reaches nginx, and is reported applied, before the
+// seed file is written: the disk is not in the path of a push. The seed
+// then holds what was pushed, and it is written when no nginx runs too, for
+// the one that starts.
 func TestLivePushComesBeforeTheSeedFile(t *testing.T) {
 	dir := t.TempDir()
 	dest := filepath.Join(dir, "lbctl.conf")
@@ -56,7 +57,12 @@ func TestLivePushComesBeforeTheSeedFile(t *testing.T) {
 	n := config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}
 	p := &pushRecorder{seed: n.LiveSeed()}
 	master := 0
-	ctl := New(Options{Nginx: n, Live: p, MasterPID: func() (int, error) {
+	var seedAtApplied []string
+	onApplied := func(render.Update) {
+		b, _ := os.ReadFile(n.LiveSeed())
+		seedAtApplied = append(seedAtApplied, string(b))
+	}
+	ctl := New(Options{Nginx: n, Live: p, OnApplied: onApplied, MasterPID: func() (int, error) {
 		if master == 0 {
 			return 0, ErrNoMaster
 		}
@@ -87,6 +93,9 @@ func TestLivePushComesBeforeTheSeedFile(t *testing.T) {
 		}
 		if got := seedVersion(t, p.seedAtPush[i]); got != prev {
 			t.Fatalf("push %d: the seed held version %q when nginx was pushed, want the previous set's %q", i, got, prev)
+		}
+		if got := seedVersion(t, seedAtApplied[i+1]); got != prev {
+			t.Fatalf("push %d: the seed held version %q when the update was reported applied, want the previous set's %q", i, got, prev)
 		}
 		prev = p.heldVersion["grpc_greeter"]
 	}

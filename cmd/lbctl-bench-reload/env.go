@@ -2,25 +2,19 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
-	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/testrig"
-	"github.com/lbctl/lbctl/lb"
-	"github.com/lbctl/lbctl/lb/lbtest"
-	"github.com/lbctl/lbctl/reload"
-	"github.com/lbctl/lbctl/render"
 )
 
 // benchEnv is one Consul, two greeter backends, and three nginx: one fed by
@@ -37,21 +31,10 @@ type benchEnv struct {
 	ctNginx  *testrig.Nginx
 }
 
-// pipeline is one lbctl load balancer built by package lb, and its nginx.
-type pipeline struct {
-	service string // the Consul service it serves
-	addr    string // where its nginx listens
-	nginx   *testrig.Nginx
-	ctl     *reload.Controller
-	// applied is the newest update nginx was confirmed to hold (OnApplied).
-	applied atomic.Pointer[appliedAt]
-}
-
 // appliedAt is when an update was rendered (render.Update.Seen: after the
 // blocking query returned and the template ran) and when the reload
 // controller had nginx confirm it (reloaded, or pushed and read back).
 type appliedAt struct {
-	index         uint64
 	seen, applied time.Time
 }
 
@@ -61,20 +44,18 @@ func setUp(ctx context.Context, tb *testrig.ProgramTB, o benchOptions) (*benchEn
 	}
 	env := &benchEnv{consul: testrig.StartConsul(tb)}
 	env.backends = [2]*testrig.Greeter{testrig.StartGreeter(tb, "alpha", "v1"), testrig.StartGreeter(tb, "beta", "v2")}
-	env.lbctl, env.live = &pipeline{service: "greeter"}, &pipeline{service: "greeter-live"}
-	for _, p := range []*pipeline{env.lbctl, env.live} {
-		if err := env.point(p.service, env.backends[0]); err != nil {
+	for _, service := range []string{"greeter", "greeter-live"} {
+		if err := env.point(service, env.backends[0]); err != nil {
 			return nil, err
 		}
 	}
-	log := slog.New(slog.DiscardHandler)
-	if o.verbose {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	if err := env.lbctl.start(tb, env.consul, log, o.waitMin, 0); err != nil {
+	var err error
+	args := childArgs{Consul: env.consul.Addr, Service: "greeter", Listen: testrig.LoopbackAddr(testrig.FreePort(tb)), WaitMin: o.waitMin, Verbose: o.verbose}
+	if env.lbctl, err = startPipeline(tb, args); err != nil {
 		return nil, err
 	}
-	if err := env.live.start(tb, env.consul, log, o.waitMin, o.liveWorkers); err != nil {
+	args.Service, args.Listen, args.LiveWorkers = "greeter-live", testrig.LoopbackAddr(testrig.FreePort(tb)), o.liveWorkers
+	if env.live, err = startPipeline(tb, args); err != nil {
 		return nil, err
 	}
 	if err := env.startConsulTemplate(ctx, tb, o); err != nil {
@@ -95,36 +76,47 @@ func (e *benchEnv) point(service string, g *testrig.Greeter) error {
 	return nil
 }
 
-// start runs lbctl's pipeline through the same assembly as `lbctl run`
-// (package lb): catalog watch, render engine following splits, reload
-// controller with the config's default wait, drain publisher. Only the
-// supervisor is missing: nginx is started here once the first render is on
-// disk. liveWorkers > 0 turns live upstreams on, with an nginx of that many
-// workers loading the Lua module.
-func (p *pipeline) start(tb *testrig.ProgramTB, consul *testrig.Consul, log *slog.Logger, waitMin time.Duration, liveWorkers int) error {
-	n := testrig.NewNginxWith(tb, testrig.NginxOptions{Lua: liveWorkers > 0, Workers: liveWorkers})
-	p.nginx, p.addr = n, testrig.LoopbackAddr(testrig.FreePort(tb))
-	cfg := &config.Config{
-		LBID:     "lbctl-bench-" + p.service,
-		Services: []config.Service{{Name: p.service, Listen: p.addr, Shift: true}},
-		Nginx: config.Nginx{Binary: n.Bin, Config: n.MainConf, Prefix: n.Dir, PIDFile: n.PIDFile, ServicesConf: filepath.Join(n.ConfD, "lbctl.conf"),
-			LiveUpstreams: liveWorkers > 0, LiveDir: filepath.Join(n.Dir, "live")},
-		Wait: config.Wait{Min: waitMin},
-	}
-	cfg.SetDefaults()
-	onApplied := func(u render.Update) {
-		p.applied.Store(&appliedAt{index: u.Index, seen: u.Seen, applied: time.Now()})
-	}
-	l, err := lb.New(cfg, lb.Options{Consul: consul.Client, Log: log.With("pipeline", p.service), OnApplied: onApplied})
+// watch starts a bare blocking query on service, the one lbctl's watcher
+// makes (passing instances, consul/api), and returns a channel that gets
+// the time Consul answered with the instance at g. Its first request, for
+// the current index, has been answered when watch returns; the blocking one
+// goes out from there.
+func (e *benchEnv) watch(ctx context.Context, service string, g *testrig.Greeter) <-chan time.Time {
+	health := e.consul.Client.Health()
+	_, meta, err := health.Service(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
+	answered := make(chan time.Time, 1)
 	if err != nil {
-		return err
+		close(answered)
+		return answered
 	}
-	if liveWorkers > 0 && !l.Live() {
-		return fmt.Errorf("lbctl live: nginx has no Lua module, live upstreams are off")
+	go func() {
+		defer close(answered)
+		for index := meta.LastIndex; ; {
+			entries, meta, err := health.Service(service, "", true, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
+			if err != nil {
+				return
+			}
+			if len(entries) == 1 && entries[0].Service.Port == g.Port {
+				answered <- time.Now()
+				return
+			}
+			index = meta.LastIndex
+		}
+	}()
+	return answered
+}
+
+// waitAnswer is when a watch's blocking query was answered.
+func waitAnswer(answered <-chan time.Time, timeout time.Duration) (time.Time, error) {
+	select {
+	case at, ok := <-answered:
+		if !ok {
+			return time.Time{}, errors.New("it failed")
+		}
+		return at, nil
+	case <-time.After(timeout):
+		return time.Time{}, fmt.Errorf("no answer within %s", timeout)
 	}
-	p.ctl = l.Controller()
-	lbtest.Run(tb, l, n)
-	return nil
 }
 
 const ctTemplate = `upstream greeter_ct {
@@ -174,7 +166,7 @@ func (e *benchEnv) startConsulTemplate(ctx context.Context, tb *testrig.ProgramT
 // measure nginx's sleep, not the pipelines.
 func (e *benchEnv) settle(gap time.Duration) {
 	testrig.Poll(2*time.Second, func() error {
-		if gens, _ := e.lbctl.ctl.OldGenerations(); gens > 0 {
+		if gens := e.lbctl.oldGenerations(); gens != 0 {
 			return fmt.Errorf("%d old generations", gens)
 		}
 		return nil

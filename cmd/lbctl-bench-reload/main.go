@@ -15,6 +15,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -51,7 +52,17 @@ func main() {
 	flag.DurationVar(&o.waitMin, "wait-min", 0, "lbctl's wait.min (0: the config default)")
 	flag.IntVar(&o.liveWorkers, "live-workers", 2, "worker_processes of the live-mode nginx (the shipped config's auto on 2 CPUs)")
 	flag.BoolVar(&o.verbose, "v", false, "log lbctl's reload lines")
+	child := flag.String("child", "", "internal: run one lbctl pipeline with these JSON arguments")
 	flag.Parse()
+	if *child != "" {
+		var a childArgs
+		if err := json.Unmarshal([]byte(*child), &a); err != nil {
+			fmt.Fprintln(os.Stderr, "lbctl-bench-reload: -child:", err)
+			os.Exit(2)
+		}
+		runChild(a)
+		return
+	}
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "lbctl-bench-reload:", err)
 		os.Exit(1)
@@ -81,9 +92,12 @@ func run(o benchOptions, out io.Writer) (err error) {
 	return printMemory(out, env)
 }
 
-// latencies are the per-round results of each pipeline.
+// latencies are the per-round results of each pipeline, and when a bare
+// blocking query on the live service (the one lbctl makes, beside it) was
+// answered the change: Consul's own share, which no pipeline can beat.
 type latencies struct {
 	lbctl, live, consulTemplate rounds
+	consul                      []time.Duration
 }
 
 // rounds holds, per round, when the new backend first answered a fresh
@@ -92,6 +106,7 @@ type latencies struct {
 // probe call took.
 type rounds struct {
 	first, all []time.Duration
+	written    []time.Duration // when the round's Consul write returned
 	steps      []steps
 	calls      []time.Duration
 }
@@ -131,10 +146,11 @@ func measure(ctx context.Context, env *benchEnv, o benchOptions) (latencies, err
 		if c.err != nil {
 			return lat, fmt.Errorf("round %d, consul-template: %w", i, c.err)
 		}
-		lat.lbctl.add(l, env.lbctl.stepsOf(start, written, l))
-		lat.consulTemplate.add(c, steps{})
+		lat.lbctl.add(l, written, env.lbctl.stepsOf(start, written, l))
+		lat.consulTemplate.add(c, written, steps{})
 		env.settle(o.gap)
 
+		answered := env.watch(ctx, env.live.service, next)
 		start = time.Now()
 		if err := env.point(env.live.service, next); err != nil {
 			return lat, err
@@ -144,7 +160,12 @@ func measure(ctx context.Context, env *benchEnv, o benchOptions) (latencies, err
 		if v.err != nil {
 			return lat, fmt.Errorf("round %d, lbctl live: %w", i, v.err)
 		}
-		lat.live.add(v, env.live.stepsOf(start, written, v))
+		at, err := waitAnswer(answered, o.timeout)
+		if err != nil {
+			return lat, fmt.Errorf("round %d, the bare blocking query: %w", i, err)
+		}
+		lat.consul = append(lat.consul, at.Sub(start))
+		lat.live.add(v, written, env.live.stepsOf(start, written, v))
 		if o.verbose {
 			fmt.Fprintf(os.Stderr, "round %d: lbctl %s/%s live %s/%s consul-template %s/%s (first/all)\n", i,
 				ms(l.first), ms(l.all), ms(v.first), ms(v.all), ms(c.first), ms(c.all))
@@ -171,21 +192,26 @@ type probeResult struct {
 	err        error
 }
 
-func (r *rounds) add(p probeResult, s steps) {
+func (r *rounds) add(p probeResult, written time.Duration, s steps) {
 	r.first = append(r.first, p.first)
 	r.all = append(r.all, p.all)
+	r.written = append(r.written, written)
 	r.calls = append(r.calls, p.calls...)
 	if s.applied > 0 {
 		r.steps = append(r.steps, s)
 	}
 }
 
-// probe calls addr on a fresh connection each time, from start until window
-// after the new instance first answered. first is when it first answered;
-// all is the start of the earliest call after which no call got the old
-// instance: from then on nginx sent every new connection to the new config.
+// probe calls addr on a fresh connection each time, one call after the
+// other, from start until window after the new instance first answered.
+// first is when the new instance first answered. all is the start of the
+// first call of the unbroken run of calls that got the new instance and
+// ended the round: from then on every call the probe started went to the
+// new set. Both are within one call of when nginx switched (the probe's
+// p50 call is printed): a call is routed after its dial and handshake,
+// and answers after that.
 func probe(ctx context.Context, addr, instance string, start time.Time, o benchOptions) probeResult {
-	var firstAt, lastOld time.Time
+	var firstAt, runStart time.Time
 	var calls []time.Duration
 	deadline := start.Add(o.timeout)
 	for time.Now().Before(deadline) {
@@ -196,16 +222,16 @@ func probe(ctx context.Context, addr, instance string, start time.Time, o benchO
 		case err != nil:
 			return probeResult{err: fmt.Errorf("probe %s: %w", addr, err)}
 		case got != instance:
-			lastOld = callStart
-		case firstAt.IsZero():
+			runStart = time.Time{}
+			continue
+		case runStart.IsZero():
+			runStart = callStart
+		}
+		if firstAt.IsZero() {
 			firstAt = time.Now()
 		}
-		if !firstAt.IsZero() && time.Since(firstAt) > o.window {
-			all := firstAt
-			if lastOld.After(firstAt) {
-				all = lastOld
-			}
-			return probeResult{first: firstAt.Sub(start), all: all.Sub(start), calls: calls}
+		if time.Since(firstAt) > o.window {
+			return probeResult{first: firstAt.Sub(start), all: runStart.Sub(start), calls: calls}
 		}
 	}
 	return probeResult{err: fmt.Errorf("%s did not answer at %s within %s", instance, addr, o.timeout)}
@@ -214,6 +240,8 @@ func probe(ctx context.Context, addr, instance string, start time.Time, o benchO
 const (
 	lbctlName = "lbctl (nginx -t, swap, SIGHUP, confirm)"
 	liveName  = "lbctl live (push, read back)"
+	// consulName is the bare blocking query beside live mode's watcher.
+	consulName = "Consul alone: a bare blocking query (live's service)"
 )
 
 func printTable(w io.Writer, o benchOptions, lat latencies, load [2]string) {
@@ -229,6 +257,16 @@ func printTable(w io.Writer, o benchOptions, lat latencies, load [2]string) {
 	row(w, lbctlName, "first call on new", lat.lbctl.first)
 	row(w, live, "first call on new", lat.live.first)
 	row(w, ct, "first call on new", lat.consulTemplate.first)
+	row(w, consulName, "answered the change", lat.consul)
+
+	fmt.Fprintf(w, "\nthe same, from when the Consul write returned (the change is in the catalog; the write itself took %s / %s p50 / p99):\n\n",
+		ms(pct(lat.live.written, 50)), ms(pct(lat.live.written, 99)))
+	fmt.Fprintf(w, "| %-54s | %-26s | %8s | %8s | %8s | %8s |\n", "pipeline", "measured", "p50", "p90", "p99", "max")
+	fmt.Fprintf(w, "|%s|%s|%s|%s|%s|%s|\n", dash(56), dash(28), dash(10), dash(10), dash(10), dash(10))
+	row(w, lbctlName, "every new call on new", minus(lat.lbctl.all, lat.lbctl.written))
+	row(w, live, "every new call on new", minus(lat.live.all, lat.live.written))
+	row(w, ct, "every new call on new", minus(lat.consulTemplate.all, lat.consulTemplate.written))
+	row(w, consulName, "answered the change", minus(lat.consul, lat.live.written))
 	fmt.Fprintf(w, "\nevery new call on the new upstream: lbctl is %.1fx faster than consul-template at p50, %.1fx at p99; live %.1fx, %.1fx\n",
 		ratio(lat.consulTemplate.all, lat.lbctl.all, 50), ratio(lat.consulTemplate.all, lat.lbctl.all, 99),
 		ratio(lat.consulTemplate.all, lat.live.all, 50), ratio(lat.consulTemplate.all, lat.live.all, 99))
@@ -266,6 +304,15 @@ func stepRow(w io.Writer, name string, s []steps) {
 	fmt.Fprintf(w, "| %-54s | %-19s | %-19s | %-19s | %-19s |\n", name,
 		col(func(x steps) time.Duration { return x.written }), col(func(x steps) time.Duration { return x.rendered }),
 		col(func(x steps) time.Duration { return x.applied }), col(func(x steps) time.Duration { return x.first }))
+}
+
+// minus is a[i] - b[i], round by round.
+func minus(a, b []time.Duration) []time.Duration {
+	out := make([]time.Duration, len(a))
+	for i := range a {
+		out[i] = a[i] - b[i]
+	}
+	return out
 }
 
 func ratio(a, b []time.Duration, p int) float64 { return float64(pct(a, p)) / float64(pct(b, p)) }

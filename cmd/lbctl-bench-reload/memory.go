@@ -9,25 +9,24 @@ import (
 	"strings"
 
 	"github.com/lbctl/lbctl/internal/procmem"
-	"github.com/lbctl/lbctl/internal/testrig"
 )
 
 // printMemory prints the memory of each nginx's master and current workers
 // after the rounds, from /proc/PID/smaps_rollup, and lbctl's own (all three
-// load balancers run in this process, so it is their sum plus the bench).
+// load balancers run in processes of their own).
 func printMemory(w io.Writer, env *benchEnv) error {
 	fmt.Fprintf(w, "\nmemory after the rounds, per process (smaps_rollup; anonymous = heap, stacks, written pages: what it costs):\n\n")
 	fmt.Fprintf(w, "| %-54s | %9s | %9s | %9s |\n", "process", "anonymous", "PSS", "RSS")
 	fmt.Fprintf(w, "|%s|%s|%s|%s|\n", dash(56), dash(11), dash(11), dash(11))
 	for _, n := range []struct {
-		name  string
-		nginx *testrig.Nginx
+		name   string
+		master int
 	}{
-		{"nginx, no Lua module (lbctl reload mode)", env.lbctl.nginx},
-		{"nginx, no Lua module (consul-template)", env.ctNginx},
-		{"nginx + Lua module (lbctl live mode)", env.live.nginx},
+		{"nginx, no Lua module (lbctl reload mode)", env.lbctl.master},
+		{"nginx, no Lua module (consul-template)", env.ctNginx.PID()},
+		{"nginx + Lua module (lbctl live mode)", env.live.master},
 	} {
-		master := n.nginx.PID()
+		master := n.master
 		if err := memRow(w, n.name+": master", master); err != nil {
 			return err
 		}
@@ -41,10 +40,15 @@ func printMemory(w io.Writer, env *benchEnv) error {
 			}
 		}
 	}
-	if err := memRow(w, "this bench (3 lbctl pipelines, probes, rigs)", os.Getpid()); err != nil {
-		return err
+	for _, p := range []struct {
+		name string
+		pid  int
+	}{{"lbctl, reload mode (its process)", env.lbctl.pid}, {"lbctl, live mode (its process)", env.live.pid}, {"this bench (probes, greeter backends)", os.Getpid()}} {
+		if err := memRow(w, p.name, p.pid); err != nil {
+			return err
+		}
 	}
-	fmt.Fprintln(w, "\nlbctl run's own memory is measured by cmd/lbctl-bench-memory; the shared dict (nginx.live_memory) is a shared mapping counted only as far as it is touched.")
+	fmt.Fprintln(w, "\nEach lbctl process is package lb's pipeline as lbctl run builds it, without the supervisor and the metrics server (cmd/lbctl-bench-memory measures lbctl run whole); the shared dict (nginx.live_memory) is a shared mapping counted only as far as it is touched.")
 	return nil
 }
 
