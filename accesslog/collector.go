@@ -21,9 +21,11 @@ type Collector struct {
 	LB string
 	// Paths are the access logs the built-in template has nginx write.
 	Paths []string
-	// Queries are the health queries whose instances own upstream addresses
-	// (render.Queries of the configured services).
-	Queries []catalog.Query
+	// Instances are the snapshots of the load balancer's own health watch
+	// (catalog.Watcher.OnSnapshot; capacity 1, newest wins): whose instances
+	// own which upstream addresses. The collector keeps no watch of its own,
+	// so Consul is not asked the same queries twice.
+	Instances <-chan catalog.Snapshot
 	// Poll is how often logs are read; Period how often counts are published.
 	Poll, Period time.Duration
 	Log          *slog.Logger
@@ -49,7 +51,7 @@ func (c *Collector) Run(ctx context.Context) error {
 			}
 		})
 	}
-	run(func() error { return c.followInstances(ctx, log) })
+	run(func() error { return c.followInstances(ctx) })
 	for _, p := range c.Paths {
 		t := &Tailer{Path: p, Poll: c.Poll}
 		run(func() error { return t.Run(ctx, c.line(log)) })
@@ -66,15 +68,12 @@ func (c *Collector) Run(ctx context.Context) error {
 }
 
 // followInstances keeps the counter's address directory current.
-func (c *Collector) followInstances(ctx context.Context, log *slog.Logger) error {
-	w := catalog.NewWatcher(c.Client, c.Queries, log)
-	snaps := make(chan catalog.Snapshot, 1)
-	go w.Run(ctx, snaps)
+func (c *Collector) followInstances(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
-		case s := <-snaps:
+		case s := <-c.Instances:
 			c.Counts.SetInstances(s)
 		}
 	}

@@ -42,7 +42,13 @@ func TestCollectorCountsRealNginxCallsPerVersion(t *testing.T) {
 	n.Start()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	col := &Collector{Client: c.Client, LB: "lb-test", Paths: []string{logPath}, Queries: []catalog.Query{{Service: "greeter"}},
+	// The load balancer's watch, whose snapshots the collector reads.
+	watch := catalog.NewWatcher(c.Client, []catalog.Query{{Service: "greeter"}}, slog.New(slog.DiscardHandler))
+	instances := make(chan catalog.Snapshot, 1)
+	watched := make(chan error, 1)
+	go func() { watched <- watch.Run(ctx, instances) }()
+	defer func() { cancel(); <-watched }()
+	col := &Collector{Client: c.Client, LB: "lb-test", Paths: []string{logPath}, Instances: instances,
 		Poll: 10 * time.Millisecond, Period: 20 * time.Millisecond, Log: slog.New(slog.DiscardHandler)}
 	done := make(chan error, 1)
 	go func() { done <- col.Run(ctx) }()

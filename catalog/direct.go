@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 
-	"github.com/lbctl/lbctl/internal/latest"
 	"github.com/lbctl/lbctl/internal/view"
 )
 
@@ -51,7 +50,7 @@ func (w *Watcher) runDirect(ctx context.Context, out chan Snapshot) error {
 		reported = wt
 		if changed && len(current) == len(w.queries) {
 			changed = false
-			if err := latest.Send(ctx, out, snapshotOf(current)); err != nil {
+			if err := w.send(ctx, out, snapshotOf(current)); err != nil {
 				return err
 			}
 		}

@@ -29,6 +29,12 @@ type Watcher struct {
 	// OnWaiting, if set, hears how many queries wait for Consul, and why,
 	// each time that changes. It is called from Run's goroutine: it must not block.
 	OnWaiting func(Waiting)
+	// OnSnapshot, if set, is handed every snapshot Run sends, just before it
+	// is sent: another reader of the same watch (the access-log collector's
+	// address directory), so no second watcher asks Consul the same queries.
+	// It is called from Run's goroutine: it must not block, and must not
+	// change the snapshot (the engine reads the same maps).
+	OnSnapshot func(Snapshot)
 	// WaitTime is how long one blocking feed query may hang in Consul.
 	WaitTime time.Duration
 	// MinGap is the least time between the starts of one feed's requests.
@@ -94,7 +100,7 @@ func NewWatcher(client *api.Client, queries []Query, log *slog.Logger) *Watcher 
 // because out is written with "latest wins" semantics when it has capacity 1.
 func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 	if len(w.queries) == 0 {
-		return latest.Send(ctx, out, Snapshot{Instances: map[Query][]Instance{}, Indexes: map[Query]uint64{}})
+		return w.send(ctx, out, Snapshot{Instances: map[Query][]Instance{}, Indexes: map[Query]uint64{}})
 	}
 	if cs, ok := w.src.(consulSource); ok {
 		cs.waitTime = w.WaitTime // the field may have been set after NewWatcher
@@ -114,8 +120,16 @@ func (w *Watcher) Run(ctx context.Context, out chan Snapshot) error {
 		feeds.Go(func() { w.runFeeds(ctx, dc, events) })
 	}
 	return w.loop(ctx, s, events, feedsPerDC*len(s.byDC), func(snap Snapshot) (bool, error) {
-		return false, latest.Send(ctx, out, snap)
+		return false, w.send(ctx, out, snap)
 	})
+}
+
+// send hands snap to OnSnapshot, then to out (newest wins).
+func (w *Watcher) send(ctx context.Context, out chan Snapshot, snap Snapshot) error {
+	if w.OnSnapshot != nil {
+		w.OnSnapshot(snap)
+	}
+	return latest.Send(ctx, out, snap)
 }
 
 // Once waits for the first complete snapshot: every query fetched once, no

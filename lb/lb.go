@@ -26,6 +26,7 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/config"
 	"github.com/lbctl/lbctl/internal/consulclient"
+	"github.com/lbctl/lbctl/internal/latest"
 	"github.com/lbctl/lbctl/internal/listensock"
 	"github.com/lbctl/lbctl/lbstate"
 	"github.com/lbctl/lbctl/metrics"
@@ -118,6 +119,10 @@ type LB struct {
 	// publisher (capacity 1, newest wins): the reload controller hands them
 	// over without waiting for Consul.
 	applied chan map[catalog.Query]uint64
+	// instances hands the health watch's snapshots to the access-log
+	// collector (capacity 1, newest wins): one watch for both. nil when no
+	// collector runs.
+	instances chan catalog.Snapshot
 	// rendered is the config the engine renders (services and templates
 	// change on Reconfigure); newEngines hands Run an engine built for a new
 	// one (capacity 1, newest wins).
@@ -169,6 +174,9 @@ func New(cfg *config.Config, opts Options) (*LB, error) {
 		Live:         livePusher(cfg.Nginx),
 	})
 	l.live = cfg.Nginx.LiveUpstreams && !l.withoutLuaModule()
+	if !opts.RenderOnly && len(accessLogPaths(cfg)) > 0 {
+		l.instances = make(chan catalog.Snapshot, 1)
+	}
 	engine, err := l.newEngine(cfg)
 	if err != nil {
 		return nil, err
@@ -209,6 +217,9 @@ func (l *LB) newEngine(cfg *config.Config) (*render.Engine, error) {
 	}
 	if l.opts.ConsulMaxBackoff > 0 {
 		watcher.MaxBackoff = l.opts.ConsulMaxBackoff
+	}
+	if l.instances != nil {
+		watcher.OnSnapshot = func(s catalog.Snapshot) { latest.Send(context.Background(), l.instances, s) }
 	}
 	var tmpl render.Templates
 	if len(cfg.Templates) > 0 {
@@ -342,17 +353,22 @@ func (l *LB) Run(ctx context.Context) error {
 // collector is the access-log statistics of the services that keep one
 // (services[].access_log), or nil.
 func (l *LB) collector() *accesslog.Collector {
+	if l.instances == nil {
+		return nil
+	}
+	return &accesslog.Collector{Client: l.client, LB: l.id, Paths: accessLogPaths(l.cfg), Instances: l.instances,
+		Poll: l.opts.StatsPoll, Period: l.opts.StatsPeriod, Log: l.log}
+}
+
+// accessLogPaths are the access logs cfg's services keep, each once.
+func accessLogPaths(cfg *config.Config) []string {
 	var paths []string
-	for _, s := range l.cfg.Services {
+	for _, s := range cfg.Services {
 		if s.AccessLog != "" && !slices.Contains(paths, s.AccessLog) {
 			paths = append(paths, s.AccessLog)
 		}
 	}
-	if len(paths) == 0 {
-		return nil
-	}
-	return &accesslog.Collector{Client: l.client, LB: l.id, Paths: paths, Queries: render.Queries(l.cfg.Services),
-		Poll: l.opts.StatsPoll, Period: l.opts.StatsPeriod, Log: l.log}
+	return paths
 }
 
 // registerWhenNginxRuns registers the load balancer once nginx is RUNNING
