@@ -14,9 +14,11 @@
 //     checks that are not passing (few, in a healthy fleet). A check that
 //     enters a state, leaves it or changes in it names its service, which is
 //     fetched; a node's own check (no service) starts a sweep. Consul reads
-//     these through its index on check status, so a wake costs it the few
+//     these through its index on check status, so an answer costs it the few
 //     checks in that state, not every check (a filter on /state/any cost
-//     14-17 ms per wake at 10,000 checks, against 0.3-0.8 ms).
+//     14-17 ms per answer at 10,000 checks, against 0.3-0.8 ms). Any check's
+//     change still wakes both feeds (their index is the checks table's):
+//     one more small request per change, an unchanged answer emits nothing.
 //   - the services feed, GET /v1/catalog/services with a filter that matches
 //     nothing: only its index matters, which moves with every registration,
 //     deregistration or changed instance. The answer cannot say which
