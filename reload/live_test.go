@@ -3,9 +3,11 @@ package reload
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -132,5 +134,86 @@ func TestLivePushWaitsForANginxThatJustStarted(t *testing.T) {
 	res, err := ctl.Apply(context.Background(), render.Update{Files: []render.File{{Path: dest, Data: []byte("# live\n")}}, Live: set})
 	if err != nil || res.Live != Applied || p.calls != 4 {
 		t.Fatalf("live %s after %d tries, %v; want applied on the 4th", res.Live, p.calls, err)
+	}
+}
+
+// dictPusher holds upstreams as nginx's shared dict does (a push without
+// prune keeps the upstreams it does not list) and records each push.
+type dictPusher struct {
+	held   live.Set
+	pushes []recordedPush
+	fail   bool // the next push fails after it landed (its answer is lost)
+}
+
+type recordedPush struct {
+	names []string
+	prune bool
+}
+
+func (p *dictPusher) Push(_ context.Context, set live.Set, prune bool) (map[string]string, error) {
+	if prune || p.held == nil {
+		p.held = live.Set{}
+	}
+	rec := recordedPush{prune: prune}
+	for name, u := range set {
+		p.held[name] = u
+		rec.names = append(rec.names, name)
+	}
+	slices.Sort(rec.names)
+	p.pushes = append(p.pushes, rec)
+	if p.fail {
+		p.fail = false
+		return nil, errors.New("connection reset")
+	}
+	versions := map[string]string{}
+	for name, u := range p.held {
+		versions[name] = u.Version
+	}
+	return versions, nil
+}
+
+// An instance change pushes only the upstreams whose version changed, to
+// the nginx that confirmed the rest; a new master, or a push whose outcome
+// is not known, gets the whole set again.
+func TestLivePushSendsOnlyChangedUpstreamsToTheNginxThatHoldsTheRest(t *testing.T) {
+	dir := t.TempDir()
+	dest := filepath.Join(dir, "lbctl.conf")
+	if err := os.WriteFile(dest, []byte("# live\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &dictPusher{}
+	master := 4242
+	ctl := New(Options{Nginx: config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}, Live: p,
+		MasterPID: func() (int, error) { return master, nil }})
+	apply := func(a, b int) error {
+		set := live.Set{
+			"grpc_a": live.NewUpstream([]live.Peer{{Host: "127.0.0.1", Port: a, Weight: 1}}),
+			"grpc_b": live.NewUpstream([]live.Peer{{Host: "127.0.0.1", Port: b, Weight: 1}}),
+		}
+		_, err := ctl.Apply(context.Background(), render.Update{Files: []render.File{{Path: dest, Data: []byte("# live\n")}}, Live: set})
+		return err
+	}
+	last := func() recordedPush { return p.pushes[len(p.pushes)-1] }
+
+	if err := apply(7001, 8001); err != nil || !slices.Equal(last().names, []string{"grpc_a", "grpc_b"}) || !last().prune {
+		t.Fatalf("first push %+v, %v; want both upstreams, pruning", last(), err)
+	}
+	if err := apply(7002, 8001); err != nil || !slices.Equal(last().names, []string{"grpc_a"}) || last().prune {
+		t.Fatalf("push after one change %+v, %v; want grpc_a alone, not pruning", last(), err)
+	}
+	p.fail = true
+	if err := apply(7003, 8001); err == nil {
+		t.Fatal("a push whose answer was lost was taken as applied")
+	}
+	// nginx holds 7003 for grpc_a; going back to 7002 must push it again.
+	if err := apply(7002, 8001); err != nil || !slices.Equal(last().names, []string{"grpc_a", "grpc_b"}) || !last().prune {
+		t.Fatalf("push after a lost answer %+v, %v; want the whole set, pruning", last(), err)
+	}
+	master = 4343
+	if err := apply(7002, 8002); err != nil || !slices.Equal(last().names, []string{"grpc_a", "grpc_b"}) || !last().prune {
+		t.Fatalf("push to a new master %+v, %v; want the whole set, pruning", last(), err)
+	}
+	if got := p.held["grpc_a"].Peers[0].Port; got != 7002 {
+		t.Fatalf("nginx holds grpc_a on port %d, want 7002", got)
 	}
 }
