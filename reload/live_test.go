@@ -34,6 +34,18 @@ func (p *pushRecorder) Push(_ context.Context, set live.Set, _ bool) (map[string
 	return p.heldVersion, nil
 }
 
+// liveConf is a temp dir for the live files and, in it, the services
+// config file a live-mode update writes ("# live").
+func liveConf(t *testing.T) (dir, dest string) {
+	t.Helper()
+	dir = t.TempDir()
+	dest = filepath.Join(dir, "lbctl.conf")
+	if err := os.WriteFile(dest, []byte("# live\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, dest
+}
+
 // seedVersion is grpc_greeter's version in the seed file's content ("" if none).
 func seedVersion(t *testing.T, seed string) string {
 	t.Helper()
@@ -51,11 +63,7 @@ func seedVersion(t *testing.T, seed string) string {
 // then holds what was pushed, and it is written when no nginx runs too, for
 // the one that starts.
 func TestLivePushComesBeforeTheSeedFile(t *testing.T) {
-	dir := t.TempDir()
-	dest := filepath.Join(dir, "lbctl.conf")
-	if err := os.WriteFile(dest, []byte("# live\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, dest := liveConf(t)
 	n := config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}
 	p := &pushRecorder{seed: n.LiveSeed()}
 	master := 0
@@ -122,11 +130,7 @@ func (p *refusingPusher) Push(_ context.Context, set live.Set, _ bool) (map[stri
 // An nginx whose master is known but which has not bound its push socket
 // yet (it just started) is pushed once it listens, not failed.
 func TestLivePushWaitsForANginxThatJustStarted(t *testing.T) {
-	dir := t.TempDir()
-	dest := filepath.Join(dir, "lbctl.conf")
-	if err := os.WriteFile(dest, []byte("# live\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, dest := liveConf(t)
 	p := &refusingPusher{refusals: 3}
 	ctl := New(Options{Nginx: config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}, Live: p,
 		MasterPID: func() (int, error) { return 4242, nil }})
@@ -176,11 +180,7 @@ func (p *dictPusher) Push(_ context.Context, set live.Set, prune bool) (map[stri
 // the nginx that confirmed the rest; a new master, or a push whose outcome
 // is not known, gets the whole set again.
 func TestLivePushSendsOnlyChangedUpstreamsToTheNginxThatHoldsTheRest(t *testing.T) {
-	dir := t.TempDir()
-	dest := filepath.Join(dir, "lbctl.conf")
-	if err := os.WriteFile(dest, []byte("# live\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, dest := liveConf(t)
 	p := &dictPusher{}
 	master := 4242
 	ctl := New(Options{Nginx: config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}, Live: p,

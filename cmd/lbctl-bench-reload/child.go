@@ -9,12 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/jsonlines"
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/lb"
 	"github.com/lbctl/lbctl/lb/lbtest"
@@ -48,9 +48,8 @@ type message struct {
 // serves the first render, "applied" from every OnApplied, and answers each
 // line read on stdin with "generations".
 func runChild(a childArgs) {
-	var mu sync.Mutex
-	enc := json.NewEncoder(os.Stdout)
-	say := func(m message) { mu.Lock(); enc.Encode(m); mu.Unlock() }
+	out := jsonlines.NewWriter(os.Stdout)
+	say := func(m message) { out.Write(m) }
 	if err := child(a, say); err != nil {
 		say(message{Event: "error", Err: err.Error()})
 		os.Exit(1)
@@ -151,11 +150,7 @@ func startPipeline(tb *testrig.ProgramTB, a childArgs) (*pipeline, error) {
 
 // read takes in what the pipeline's process says.
 func (p *pipeline) read(stdout io.Reader) {
-	for sc := bufio.NewScanner(stdout); sc.Scan(); {
-		var m message
-		if json.Unmarshal(sc.Bytes(), &m) != nil {
-			continue
-		}
+	jsonlines.Read(stdout, func(m message) {
 		switch m.Event {
 		case "ready", "error":
 			p.ready <- m
@@ -164,7 +159,7 @@ func (p *pipeline) read(stdout io.Reader) {
 		case "applied":
 			p.applied.Store(&appliedAt{seen: time.Unix(0, m.Seen), applied: time.Unix(0, m.At)})
 		}
-	}
+	})
 	close(p.ready)
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/lbctl/lbctl/catalog"
 	"github.com/lbctl/lbctl/catalog/catalogtest"
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/jsonlines"
 	"github.com/lbctl/lbctl/internal/procmem"
 	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/lb"
@@ -52,9 +52,8 @@ type message struct {
 // counting dialer and round tripper around it), starts nginx on the first
 // render, reports every applied update, and answers "stats" on stdin.
 func runChild(a childArgs) {
-	var mu sync.Mutex
-	enc := json.NewEncoder(os.Stdout)
-	say := func(m message) { mu.Lock(); enc.Encode(m); mu.Unlock() }
+	out := jsonlines.NewWriter(os.Stdout)
+	say := func(m message) { out.Write(m) }
 	if err := child(a, say); err != nil {
 		say(message{Event: "error", Err: err.Error()})
 	}

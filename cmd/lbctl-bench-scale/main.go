@@ -8,7 +8,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/lbctl/lbctl/internal/jsonlines"
 	"github.com/lbctl/lbctl/internal/percentile"
 	"github.com/lbctl/lbctl/internal/testrig"
 )
@@ -187,26 +187,18 @@ func startChild(b testing.TB, a childArgs) *lbctlChild {
 		b.Fatal(err)
 	}
 	ch := &lbctlChild{cmd: cmd, stdin: stdin, ready: make(chan message, 1), stats: make(chan message, 1)}
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<24)
-		for sc.Scan() {
-			var m message
-			if json.Unmarshal(sc.Bytes(), &m) != nil {
-				continue
-			}
-			switch m.Event {
-			case "ready", "error":
-				ch.ready <- m
-			case "stats":
-				ch.stats <- m
-			case "applied":
-				ch.mu.Lock()
-				ch.applied = append(ch.applied, m)
-				ch.mu.Unlock()
-			}
+	go jsonlines.Read(stdout, func(m message) {
+		switch m.Event {
+		case "ready", "error":
+			ch.ready <- m
+		case "stats":
+			ch.stats <- m
+		case "applied":
+			ch.mu.Lock()
+			ch.applied = append(ch.applied, m)
+			ch.mu.Unlock()
 		}
-	}()
+	})
 	return ch
 }
 
