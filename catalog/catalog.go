@@ -63,6 +63,19 @@
 // timeout), never make it claim data newer than was rendered. At most one
 // request per query runs at a time, so a query's answers are applied in the
 // order Consul gave them.
+//
+// # An answer from the past
+//
+// A Consul server just elected leader (after a restart, say) answers
+// default-mode reads while it is still applying its raft log: for a moment
+// it answers an older catalog, even an empty one at index 1. Taken, that
+// renders instances long gone, or none, and nginx fails every call. So an
+// answer whose index is below the one held for its query is never applied
+// as it is: the query is asked again with a consistent read, which Consul
+// answers only once its log is applied, and that answer is taken whatever
+// its index (a cluster restored from an older snapshot did go back). Until
+// it comes, the query keeps its answer. Blocking queries wait from the held
+// index, also after a failure, so they are not answered from the past.
 package catalog
 
 import (

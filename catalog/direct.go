@@ -75,13 +75,17 @@ func (w *Watcher) runDirect(ctx context.Context, out chan Snapshot) error {
 func (w *Watcher) watchDirect(ctx context.Context, q Query, index uint64, events chan<- directEvent) {
 	send := func(ev directEvent) error { return sendOrDone(ctx, events, ev) }
 	v := view.New(func(ctx context.Context, idx uint64) ([]Instance, uint64, error) {
-		if idx == 0 {
-			// The view's first request: wait from the kept answer's index,
-			// which the snapshot already shows, instead of fetching it again.
-			idx, index = index, 0
-		}
 		return w.src.fetch(ctx, q, idx)
 	}, Equal)
+	// Wait from the kept answer's index, which the snapshot already shows,
+	// instead of fetching it again, and go on waiting from it when Consul
+	// fails: an answer from before it (a server that has just restarted,
+	// still applying its log) is then never taken for news.
+	v.From = index
+	v.Confirm = func(ctx context.Context) ([]Instance, uint64, error) {
+		w.log.Info("consul answered from before the data held; asking again with a consistent read", "query", q.String())
+		return w.src.fetchConsistent(ctx, q)
+	}
 	// Same instances at a newer index (an instance that was already out
 	// went into maintenance, say) are still sent, so load balancers can
 	// confirm they serve this index (package lbstate).

@@ -43,6 +43,7 @@ type queryState struct {
 	inFlight    bool    // a request for it runs (or waits out a backoff)
 	again       bool    // a feed told of a change while it was in flight
 	againFetch  bool    // ...and named it (not a sweep): fetch, do not probe
+	behind      bool    // a fetch answered from before index: the next fetch is consistent (see handle)
 	errKind     errKind // how its last request ended
 	failures    int     // failed requests in a row
 }
@@ -55,10 +56,12 @@ const (
 	errFailing
 )
 
-// task is one request to run: a fetch, or a probe of the query's index.
+// task is one request to run: a fetch (a consistent one when the query is
+// behind), or a probe of the query's index.
 type task struct {
-	qs    *queryState
-	probe bool
+	qs         *queryState
+	probe      bool
+	consistent bool
 }
 
 // outcome is one attempt of a task.
@@ -198,7 +201,7 @@ func (s *scheduler) dispatch(ctx context.Context) time.Duration {
 		}
 		qs.queued, qs.inFlight = false, true
 		s.running++
-		s.start(ctx, task{qs: qs, probe: probe}, 0)
+		s.start(ctx, task{qs: qs, probe: probe, consistent: !probe && qs.behind}, 0)
 	}
 	return 0
 }
@@ -210,9 +213,12 @@ func (s *scheduler) start(ctx context.Context, t task, delay time.Duration) {
 		if !backoff.Sleep(ctx, delay) {
 			return
 		}
-		if t.probe {
+		switch {
+		case t.probe:
 			o.index, o.err = s.w.src.probe(ctx, t.qs.q)
-		} else {
+		case t.consistent:
+			o.instances, o.index, o.err = s.w.src.fetchConsistent(ctx, t.qs.q)
+		default:
 			o.instances, o.index, o.err = s.w.src.fetch(ctx, t.qs.q, 0)
 		}
 		if ctx.Err() != nil {
@@ -258,11 +264,21 @@ func (s *scheduler) handle(ctx context.Context, o outcome) {
 	if s.okInRow++; s.okInRow >= 16 && s.limit < s.w.Concurrency {
 		s.limit, s.okInRow = s.limit+1, 0
 	}
-	if t.probe {
+	switch {
+	case t.probe:
 		if o.index != qs.index {
 			s.want(qs, true)
 		}
-	} else {
+	case !t.consistent && qs.answered && o.index < qs.index:
+		// An answer from before the one kept: a server answering from its
+		// past (just elected, still applying its log) or a cluster reset.
+		// A consistent read tells; until it does, the kept answer stays.
+		s.w.log.Info("consul answered from before the data held; asking again with a consistent read",
+			"query", qs.q.String(), "index", o.index, "held", qs.index)
+		qs.behind = true
+		s.want(qs, true)
+	default:
+		qs.behind = false
 		s.apply(qs, o.instances, o.index)
 	}
 	if qs.again {

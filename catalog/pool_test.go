@@ -74,11 +74,21 @@ type fakeConsul struct {
 	sweeps    chan struct{} // the services feed moves
 	feedIndex uint64
 	moved     chan struct{} // closed (and replaced) by every change
+	// down: every request fails, as with the agent stopped; failed counts them.
+	down   bool
+	failed int
+	// past: the server answers default-mode reads from its past, an empty
+	// catalog at index 1, as a Consul server just elected leader does while
+	// it applies its raft log; consistent reads fail until it is done.
+	past       bool
+	askedPast  map[string]bool // the services fetched while past
+	consistent map[string]int  // consistent fetches answered, by service
 }
 
 func newFake(n int) *fakeConsul {
 	f := &fakeConsul{data: map[string][]Instance{}, index: map[string]uint64{}, fetches: map[string]int{},
-		hold: time.Millisecond, checks: make(chan []string), sweeps: make(chan struct{}), moved: make(chan struct{})}
+		hold: time.Millisecond, checks: make(chan []string), sweeps: make(chan struct{}), moved: make(chan struct{}),
+		askedPast: map[string]bool{}, consistent: map[string]int{}}
 	for i := range n {
 		name := fmt.Sprintf("s%03d", i)
 		f.data[name] = []Instance{{ID: name + "-1", Node: "n1", Address: "10.0.0.1", Port: 1000 + i}}
@@ -91,6 +101,11 @@ func newFake(n int) *fakeConsul {
 // clock), or until ctx ends, as a real request would.
 func (f *fakeConsul) request(ctx context.Context) (func(), error) {
 	f.mu.Lock()
+	if f.down {
+		f.failed++
+		f.mu.Unlock()
+		return nil, errors.New("connect: connection refused")
+	}
 	if f.refuse > 0 {
 		f.refuse--
 		f.mu.Unlock()
@@ -109,15 +124,26 @@ func (f *fakeConsul) request(ctx context.Context) (func(), error) {
 	return done, nil
 }
 
-func (f *fakeConsul) fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error) {
+// serve starts one request (see request) and holds f.mu; end ends both.
+func (f *fakeConsul) serve(ctx context.Context) (end func(), err error) {
 	done, err := f.request(ctx)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	return func() { f.mu.Unlock(); done() }, nil
+}
+
+func (f *fakeConsul) fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error) {
+	end, err := f.serve(ctx)
 	if err != nil {
 		return nil, 0, err
 	}
-	defer done()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for index != 0 && f.index[q.Service] == index { // a blocking query: wait for a change
+	defer end()
+	if f.past {
+		f.askedPast[q.Service] = true
+	}
+	for index != 0 && f.indexOf(q.Service) <= index { // a blocking query: wait for a change
 		moved := f.moved
 		f.mu.Unlock()
 		select {
@@ -129,19 +155,50 @@ func (f *fakeConsul) fetch(ctx context.Context, q Query, index uint64) ([]Instan
 		f.mu.Lock()
 	}
 	f.fetches[q.Service]++
+	if f.past {
+		return nil, 1, nil
+	}
 	return f.data[q.Service], f.index[q.Service], nil
 }
 
+// indexOf is the index a default-mode read of name answers with (f.mu held).
+func (f *fakeConsul) indexOf(name string) uint64 {
+	if f.past {
+		return 1
+	}
+	return f.index[name]
+}
+
+func (f *fakeConsul) fetchConsistent(ctx context.Context, q Query) ([]Instance, uint64, error) {
+	end, err := f.serve(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer end()
+	if f.past {
+		return nil, 0, errors.New("Unexpected response code: 500 (Not ready to serve consistent reads)")
+	}
+	f.consistent[q.Service]++
+	return f.data[q.Service], f.index[q.Service], nil
+}
+
+// set changes f's state under its lock and wakes the blocking queries.
+func (f *fakeConsul) set(change func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	change()
+	close(f.moved)
+	f.moved = make(chan struct{})
+}
+
 func (f *fakeConsul) probe(ctx context.Context, q Query) (uint64, error) {
-	done, err := f.request(ctx)
+	end, err := f.serve(ctx)
 	if err != nil {
 		return 0, err
 	}
-	defer done()
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	defer end()
 	f.probes++
-	return f.index[q.Service], nil
+	return f.indexOf(q.Service), nil
 }
 
 // The critical checks feed names the services the test pushes; the warning
@@ -210,6 +267,32 @@ func (f *fakeConsul) change(name string, port int) {
 	f.index[name] += 1000
 	close(f.moved)
 	f.moved = make(chan struct{})
+}
+
+// runFake runs w on a fake; stop ends Run and returns what it returned.
+func runFake(t *testing.T, w *Watcher) (out chan Snapshot, stop func() error) {
+	ctx, cancel := context.WithCancel(t.Context())
+	out = make(chan Snapshot, 1)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, out) }()
+	var once sync.Once
+	var err error
+	stop = func() error { once.Do(func() { cancel(); err = <-done }); return err }
+	t.Cleanup(func() { stop() })
+	return out, stop
+}
+
+// onceDirect is a watcher of n queries on a fake, direct up to n (a
+// blocking query each), after a Once.
+func onceDirect(t *testing.T, n int) (*fakeConsul, *Watcher) {
+	t.Helper()
+	f := newFake(n)
+	w := fakeWatcher(f, n)
+	w.DirectLimit = n
+	if _, err := w.Once(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return f, w
 }
 
 func fakeWatcher(f *fakeConsul, n int) *Watcher {
@@ -284,11 +367,7 @@ func TestRunFollowsTheFeeds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		f := newFake(50)
 		w := fakeWatcher(f, 50)
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		out := make(chan Snapshot, 1)
-		done := make(chan error)
-		go func() { done <- w.Run(ctx, out) }()
+		out, stop := runFake(t, w)
 		first := <-out
 		if len(first.Instances) != 50 {
 			t.Fatalf("first snapshot has %d queries, want 50", len(first.Instances))
@@ -321,8 +400,7 @@ func TestRunFollowsTheFeeds(t *testing.T) {
 		if f.probes != 50 || f.fetches["s030"] != 2 || f.fetches["s031"] != 1 {
 			t.Errorf("probes %d, fetches s030 %d s031 %d; want 50, 2, 1", f.probes, f.fetches["s030"], f.fetches["s031"])
 		}
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
+		if err := stop(); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run = %v", err)
 		}
 	})
@@ -388,17 +466,8 @@ func TestOnceKeepsItsAnswersForTheNextOnceAndRun(t *testing.T) {
 // feed and no probe, and a Once before it is not fetched again.
 func TestRunDirectBlocksOnEveryQuery(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		f := newFake(10)
-		w := fakeWatcher(f, 10)
-		w.DirectLimit = 10
-		if _, err := w.Once(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(t.Context())
-		defer cancel()
-		out := make(chan Snapshot, 1)
-		done := make(chan error)
-		go func() { done <- w.Run(ctx, out) }()
+		f, w := onceDirect(t, 10)
+		out, stop := runFake(t, w)
 		if first := <-out; len(first.Instances) != 10 || first.Indexes[Query{Service: "s003"}] != 13 {
 			t.Fatalf("first snapshot: %d queries, s003 at %d; want 10 and 13", len(first.Instances), first.Indexes[Query{Service: "s003"}])
 		}
@@ -414,8 +483,7 @@ func TestRunDirectBlocksOnEveryQuery(t *testing.T) {
 			t.Errorf("fetches s003 %d s004 %d, probes %d; want 2 (Once, the change), 1 (Once) and 0", f.fetches["s003"], f.fetches["s004"], f.probes)
 		}
 		f.mu.Unlock()
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
+		if err := stop(); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Run = %v", err)
 		}
 	})

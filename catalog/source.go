@@ -18,6 +18,11 @@ type source interface {
 	// blocking query that answers once q's index passes index (or the wait
 	// time ends).
 	fetch(ctx context.Context, q Query, index uint64) ([]Instance, uint64, error)
+	// fetchConsistent is fetch at once, with a read that Consul answers only
+	// from a leader that has applied its whole raft log (?consistent). It is
+	// what the watcher asks when an answer's index went below the one it
+	// holds, to tell a server answering from its past from a cluster reset.
+	fetchConsistent(ctx context.Context, q Query) ([]Instance, uint64, error)
 	// probe asks q's health query with a filter that matches nothing: the
 	// answer is "[]" and its index is the query's index (Consul filters
 	// after it has read the data). A probe tells whether q changed since an
@@ -55,6 +60,15 @@ func (s consulSource) fetch(ctx context.Context, q Query, index uint64) ([]Insta
 	if index > 0 {
 		opts.WaitIndex, opts.WaitTime = index, s.waitTime
 	}
+	return s.health(ctx, q, opts)
+}
+
+func (s consulSource) fetchConsistent(ctx context.Context, q Query) ([]Instance, uint64, error) {
+	return s.health(ctx, q, &api.QueryOptions{Datacenter: q.Datacenter, RequireConsistent: true})
+}
+
+// health asks for q's passing instances with opts.
+func (s consulSource) health(ctx context.Context, q Query, opts *api.QueryOptions) ([]Instance, uint64, error) {
 	opts = opts.WithContext(ctx)
 	entries, meta, err := s.client.Health().Service(q.Service, q.Tag, true, opts)
 	if err != nil {

@@ -30,6 +30,10 @@ type Consul struct {
 	logPath    string
 	cmd        *exec.Cmd
 	exited     chan struct{}
+	// ports are the agent's TCP ports (HTTP, serf LAN and WAN, server RPC);
+	// serf also uses its two on UDP. held keeps them while it is stopped.
+	ports, serfPorts []int
+	held             *portHold
 }
 
 // ConsulOptions tune StartConsul.
@@ -84,17 +88,25 @@ func StartConsul(t testing.TB, opts ...ConsulOptions) *Consul {
 		httpPort = FreePort(t)
 		c.Addr = fmt.Sprintf("127.0.0.1:%d", httpPort)
 	}
-	t.Cleanup(c.Stop)
+	// Cleanups run last first: the log is shown once the agent has stopped.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("consul agent log (%s), last 16 KB:\n%s", c.logPath, logTail(c.logPath, 16000))
+		}
+	})
+	t.Cleanup(func() { c.stop(); c.held.release() })
 	return c
 }
 
 // pickPorts sets the agent's arguments: the HTTP port given (the test's
 // client knows it) and fresh ports for serf and the server RPC.
 func (c *Consul) pickPorts(httpPort int) {
+	lan, wan, server := FreePort(c.t), FreePort(c.t), FreePort(c.t)
+	c.ports, c.serfPorts = []int{httpPort, lan, wan, server}, []int{lan, wan}
 	c.args = []string{"agent", "-bind=127.0.0.1", "-client=127.0.0.1", "-node=lbctl-test",
 		"-http-port=" + strconv.Itoa(httpPort), "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1",
-		"-serf-lan-port=" + strconv.Itoa(FreePort(c.t)), "-serf-wan-port=" + strconv.Itoa(FreePort(c.t)),
-		"-server-port=" + strconv.Itoa(FreePort(c.t)), "-log-level=warn", "-disable-host-node-id"}
+		"-serf-lan-port=" + strconv.Itoa(lan), "-serf-wan-port=" + strconv.Itoa(wan),
+		"-server-port=" + strconv.Itoa(server), "-log-level=info", "-disable-host-node-id"}
 	if c.persistent {
 		c.args = append(c.args, "-server", "-bootstrap-expect=1", "-data-dir="+filepath.Join(c.dir, "data"),
 			"-hcl=performance { raft_multiplier = 1 }", "-hcl=check_update_interval = \"0s\"")
@@ -106,6 +118,8 @@ func (c *Consul) pickPorts(httpPort int) {
 // Start restarts a stopped agent on the same ports and waits as StartConsul does.
 func (c *Consul) Start() {
 	c.t.Helper()
+	c.held.release()
+	c.held = nil
 	if err := c.start(); err != nil {
 		c.t.Fatalf("consul did not come up: %v", err)
 	}
@@ -148,7 +162,7 @@ func (c *Consul) start() error {
 		return exited
 	}
 	if err != nil {
-		c.Stop()
+		c.stop()
 	}
 	return err
 }
@@ -172,7 +186,23 @@ func (c *Consul) nodeRegistered() error {
 }
 
 // Stop ends the agent (SIGINT, like Ctrl-C: it leaves gracefully) and waits.
+// Until Start, its ports are held (see portHold): another process that took
+// one would fail the restart, or answer the test in the agent's place. A
+// request to the agent meanwhile fails, its connection closed at once.
 func (c *Consul) Stop() {
+	if c.cmd == nil {
+		return
+	}
+	c.stop()
+	held, err := holdPorts(c.ports, c.serfPorts)
+	if err != nil {
+		c.t.Logf("consul stopped; some of its ports could not be held until it starts again: %v", err)
+	}
+	c.held = held
+}
+
+// stop ends the agent, if it runs, and waits.
+func (c *Consul) stop() {
 	if c.cmd == nil {
 		return
 	}

@@ -4,8 +4,8 @@
 // (watch/view.go):
 //
 //   - the same index back means nothing happened: nothing is emitted;
-//   - an index that went backwards (a restored or rebuilt cluster) resets
-//     to 0 and the query is asked again;
+//   - an index that went backwards resets to 0 and the query is asked
+//     again, unless Confirm is set (see below);
 //   - data equal to the last emitted data is not emitted, unless IndexOnly
 //     is set: then the new index is emitted with the previous data, because
 //     the drain protocol needs every index a load balancer applies
@@ -16,6 +16,19 @@
 //     is asked again at once;
 //   - a failure waits a backoff that doubles from MinBackoff to MaxBackoff,
 //     with jitter; a success resets it.
+//
+// An index that goes backwards has two causes. A cluster rebuilt or
+// restored from an older snapshot: the lower index is the new truth. Or a
+// Consul server that answers from the past: one just elected leader (after
+// a restart, say) serves default-mode reads while it is still applying its
+// raft log, so for a moment it answers an older state, even an empty
+// catalog at index 1 (Consul only holds back ?consistent reads until its log
+// is applied: hashicorp/consul#2644). consul-template's rule, ask again from
+// 0, takes that old state at once; a load balancer would render instances
+// that are long gone, or none. With Confirm set, the view asks Confirm
+// instead (a ?consistent read): its answer is the truth, whatever its index.
+// An answer whose index is below what the caller already holds is never
+// emitted before that.
 package view
 
 import (
@@ -59,6 +72,17 @@ type View[T any] struct {
 	// OnError, when set, hears every failed request with the number of
 	// failures in a row. A request cut short because ctx ended is not one.
 	OnError func(err error, failures int)
+	// From is the index of an answer the caller already holds (kept from an
+	// earlier run): the first request waits from it, failed requests are
+	// retried from it, and an answer below it has gone backwards. 0: none.
+	From uint64
+	// Confirm, when set, is asked in place of the next request after an
+	// answer whose index went backwards: a read that is not answered from a
+	// server's past (for Consul, a ?consistent read, which waits until the
+	// leader has applied its log). Its answer is taken whatever its index;
+	// until one comes (it fails, backing off, while there is no leader ready),
+	// the caller keeps what it has. nil: ask again from 0 (consul-template's rule).
+	Confirm func(ctx context.Context) (data T, answerIndex uint64, err error)
 }
 
 // New is a View of fetch with the default gap and backoff. equal says two
@@ -74,10 +98,11 @@ func New[T any](fetch Fetch[T], equal func(a, b T) bool) *View[T] {
 // error emit returns.
 func (v *View[T]) Run(ctx context.Context, emit func(data T, index uint64) error) error {
 	var (
-		index     uint64 // what the next request waits for
-		last      T      // the last emitted data and its index
-		lastIndex uint64
+		index     = v.From // what the next request waits for
+		last      T        // the last emitted data and its index
+		lastIndex = v.From
 		emitted   bool
+		confirm   bool // the index went backwards: the next request is Confirm
 		failures  int
 		start     time.Time // when the previous request started
 	)
@@ -89,7 +114,16 @@ func (v *View[T]) Run(ctx context.Context, emit func(data T, index uint64) error
 			return ctx.Err()
 		}
 		start = time.Now()
-		data, got, err := v.fetch(ctx, index)
+		var (
+			data T
+			got  uint64
+			err  error
+		)
+		if confirm {
+			data, got, err = v.Confirm(ctx)
+		} else {
+			data, got, err = v.fetch(ctx, index)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -103,8 +137,16 @@ func (v *View[T]) Run(ctx context.Context, emit func(data T, index uint64) error
 		}
 		failures = 0
 		switch {
-		case emitted && got == index:
+		case confirm:
+			confirm = false // the truth, whatever its index
+			if !emitted && got == v.From {
+				continue // what the caller holds: nothing new
+			}
+		case (emitted || v.From > 0) && got == index:
 			continue // the wait time ran out: nothing happened
+		case got < index && v.Confirm != nil:
+			confirm = true // the index went backwards: from the past, or a reset?
+			continue
 		case got < index:
 			index = 0 // the index went backwards: start over
 			continue

@@ -236,3 +236,77 @@ func TestEmitErrorsEndRun(t *testing.T) {
 		}
 	})
 }
+
+// confirmAsked stands for a Confirm call among the requests of scriptConfirm.
+const confirmAsked = ^uint64(0)
+
+// scriptConfirm is script with Confirm set and v.From = from: fetch and
+// Confirm take the answers in turn; a Confirm call is asked at confirmAsked.
+func scriptConfirm(t *testing.T, from uint64, answers []answer) (asked []uint64, emits string) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(t.Context())
+		defer cancel()
+		next := func(index uint64) ([]int, uint64, error) {
+			asked = append(asked, index)
+			if len(asked) > len(answers) {
+				cancel()
+				return nil, 0, ctx.Err()
+			}
+			a := answers[len(asked)-1]
+			return a.data, a.index, a.err
+		}
+		v := New(func(ctx context.Context, index uint64) ([]int, uint64, error) { return next(index) }, slices.Equal[[]int])
+		v.From = from
+		v.Confirm = func(ctx context.Context) ([]int, uint64, error) { return next(confirmAsked) }
+		err := v.Run(ctx, func(data []int, index uint64) error {
+			emits += fmt.Sprintf("%v@%d ", data, index)
+			return nil
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v, want context.Canceled", err)
+		}
+	})
+	return asked, emits
+}
+
+// An index that went backwards is confirmed before anything is emitted: a
+// server answering from its past (the confirmation shows the index held)
+// changes nothing; a reset (the confirmation shows the lower index) is taken.
+func TestConfirmAnIndexThatWentBackwards(t *testing.T) {
+	notReady := errors.New("Not ready to serve consistent reads")
+	asked, emits := scriptConfirm(t, 0, []answer{
+		{data: []int{1}, index: 10},
+		{data: nil, index: 1},       // from the past: not emitted, confirmed
+		{err: notReady},             // the leader has not applied its log yet
+		{data: []int{1}, index: 10}, // it has: what was held, nothing new
+		{data: []int{2}, index: 4},  // backwards again
+		{data: []int{2}, index: 4},  // and confirmed: a reset, taken
+		{data: []int{3}, index: 5},
+	})
+	c := confirmAsked
+	if want := []uint64{0, 10, c, c, 10, c, 4, 5}; !slices.Equal(asked, want) {
+		t.Errorf("asked %v, want %v (%d: Confirm)", asked, want, c)
+	}
+	if want := "[1]@10 [2]@4 [3]@5 "; emits != want {
+		t.Errorf("emitted %q, want %q", emits, want)
+	}
+}
+
+// From is an answer the caller holds: the first request waits from it, a
+// failed one is asked again from it, and an answer below it is confirmed.
+func TestFromIsWaitedFromAcrossFailures(t *testing.T) {
+	asked, emits := scriptConfirm(t, 10, []answer{
+		{err: errors.New("connection refused")},
+		{data: nil, index: 1},
+		{data: []int{1}, index: 10}, // the confirmation: what the caller holds
+		{data: []int{2}, index: 12},
+	})
+	c := confirmAsked
+	if want := []uint64{10, 10, c, 10, 12}; !slices.Equal(asked, want) {
+		t.Errorf("asked %v, want %v (%d: Confirm)", asked, want, c)
+	}
+	if want := "[2]@12 "; emits != want {
+		t.Errorf("emitted %q, want %q", emits, want)
+	}
+}

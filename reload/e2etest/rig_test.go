@@ -85,8 +85,14 @@ func newRig(t *testing.T, o rigOptions) *rig {
 	cfg.SetDefaults()
 	r.liveSocket, r.cfg = cfg.Nginx.LiveSocket(), cfg
 	r.m = metrics.New(metrics.NewRegistry())
+	client, answers := r.consul.RecordingClient()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("consul's last answers to lbctl's health queries:\n%s", answers)
+		}
+	})
 	l, err := lb.New(cfg, lb.Options{
-		Consul: r.consul.Client, Log: testrig.Logger(t), Metrics: r.m,
+		Consul: client, Log: testrig.Logger(t), Metrics: r.m,
 		ConsulMaxBackoff: 500 * time.Millisecond,
 		OnApplied: func(u render.Update) {
 			r.applied.Store(u.Index)
