@@ -36,6 +36,12 @@ func NewWatcher(client *api.Client, log *slog.Logger) *Watcher {
 func (w *Watcher) Run(ctx context.Context, out chan map[string]Split) error {
 	v := view.New(w.fetch, equalSplits)
 	v.MinGap, v.MaxBackoff = w.MinGap, w.MaxBackoff
+	// A Consul server just elected answers from its past until it has
+	// applied its log: an older split would move traffic back. An index
+	// that went backwards is asked again with a read that waits for that.
+	v.Confirm = func(ctx context.Context) (map[string]Split, uint64, error) {
+		return w.list(ctx, &api.QueryOptions{RequireConsistent: true})
+	}
 	v.OnError = func(err error, failures int) {
 		if failures == 1 || failures%10 == 0 {
 			w.log.Warn("reading splits failed; keeping the last ones", "failures", failures, "err", err)
@@ -55,8 +61,12 @@ func (w *Watcher) Once(ctx context.Context) (map[string]Split, error) {
 }
 
 func (w *Watcher) fetch(ctx context.Context, index uint64) (map[string]Split, uint64, error) {
-	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: w.WaitTime}).WithContext(ctx)
-	pairs, meta, err := w.kv.List(SplitPrefix, opts)
+	return w.list(ctx, &api.QueryOptions{WaitIndex: index, WaitTime: w.WaitTime})
+}
+
+// list reads the splits with opts.
+func (w *Watcher) list(ctx context.Context, opts *api.QueryOptions) (map[string]Split, uint64, error) {
+	pairs, meta, err := w.kv.List(SplitPrefix, opts.WithContext(ctx))
 	if err != nil {
 		return nil, 0, fmt.Errorf("list %s: %w", SplitPrefix, err)
 	}
