@@ -9,6 +9,7 @@ import (
 
 	"github.com/lbctl/lbctl/internal/backoff"
 	"github.com/lbctl/lbctl/reload"
+	"github.com/lbctl/lbctl/render"
 )
 
 // Start renders and validates the first config, before nginx starts; nginx
@@ -36,6 +37,9 @@ func (l *LB) Start(ctx context.Context) (reload.Result, error) {
 func (l *LB) firstRender(ctx context.Context) (reload.Result, error) {
 	if err := l.ensureLiveDir(); err != nil {
 		return reload.Result{}, err
+	}
+	if f, ok := l.currentEngine().LiveConfig(); ok {
+		l.reload.Prevalidate(ctx, []render.File{f})
 	}
 	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {

@@ -29,6 +29,17 @@ type prevalidation struct {
 	staged []staged // written and fsynced next to their destinations once valid
 }
 
+// Prevalidate runs nginx -t on files in the background, as Run does with
+// each update as it arrives: an Apply of exactly these files then takes
+// the verdict instead of validating them again. lbctl's first render in
+// live mode uses it, because its file does not depend on Consul's answers:
+// nginx -t (0.8 s with the Lua module at 1,000 services) and reading Consul
+// overlap.
+func (c *Controller) Prevalidate(ctx context.Context, files []render.File) {
+	c.cleanup.Do(c.removeStaleTemps) // before anything is staged
+	c.pre.start(ctx, render.Update{Files: files})
+}
+
 // start validates u's changed files in the background unless a validation
 // is already running or nothing changed.
 func (p *prevalidator) start(ctx context.Context, u render.Update) {

@@ -76,6 +76,19 @@ func Queries(services []config.Service) []catalog.Query {
 	return qs
 }
 
+// LiveConfig is, in live mode with no consul-template templates, the file
+// Once will render: its bytes depend on neither the instances nor the
+// splits (TestLiveConfigHoldsNoInstance), so it can be validated before
+// Consul answers. ok is false in reload mode or with templates. It must not
+// run concurrently with Once or Run.
+func (e *Engine) LiveConfig() (f File, ok bool) {
+	if e.builtin.live == nil || e.watcher == nil || e.tmpl != nil {
+		return File{}, false
+	}
+	data, _, _ := e.builtin.RenderLive(e.services, catalog.Snapshot{}, nil)
+	return e.builtinFile(data), true
+}
+
 // Once renders every destination once. It fails, rather than render "no
 // instances", when Consul does not answer before ctx ends.
 func (e *Engine) Once(ctx context.Context) (Update, error) {
@@ -215,7 +228,12 @@ func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]traffics
 		clear(seen)
 		maps.Copy(seen, now)
 	}
-	return File{Path: e.dest, Data: data, Perms: 0o644, Source: "builtin"}, set
+	return e.builtinFile(data), set
+}
+
+// builtinFile is the built-in template's file holding data.
+func (e *Engine) builtinFile(data []byte) File {
+	return File{Path: e.dest, Data: data, Perms: 0o644, Source: "builtin"}
 }
 
 // describeChanges lists instances added and removed per query, for the reload

@@ -109,12 +109,15 @@ func newRig(t *testing.T, o rigOptions) *rig {
 }
 
 // start renders once (nginx is not running yet: the file is only written),
-// starts nginx on it, then runs the load balancer until the test ends.
-func (r *rig) start() {
+// starts nginx on it, then runs the load balancer until the test ends. It
+// returns the first render's result.
+func (r *rig) start() reload.Result {
 	r.t.Helper()
-	if res := lbtest.Run(r.t, r.lb, r.nginx); res.Outcome != reload.Written {
+	res := lbtest.Run(r.t, r.lb, r.nginx)
+	if res.Outcome != reload.Written {
 		r.t.Fatalf("first apply: %+v; want written", res)
 	}
+	return res
 }
 
 // reloads is how many reloads ended with outcome.
