@@ -78,6 +78,7 @@ type Controller struct {
 	validate *validator
 	pre      *prevalidator
 	gens     *generations
+	seed     *seedWriter
 
 	mu      sync.Mutex // serializes Apply
 	live    liveState
@@ -109,6 +110,7 @@ func New(opts Options) *Controller {
 		opts: opts, log: log, m: opts.Metrics, validate: v,
 		pre:  &prevalidator{v: v},
 		gens: &generations{m: opts.Metrics, log: log},
+		seed: &seedWriter{path: opts.Nginx.LiveSeed(), log: log},
 	}
 }
 
@@ -165,9 +167,7 @@ func (c *Controller) Apply(ctx context.Context, u render.Update) (Result, error)
 		c.live.files, c.live.last = u.Files, &u
 	}
 	if u.Live != nil {
-		if serr := c.writeSeed(u.Live); serr != nil {
-			c.log.Error("live upstreams seed not written; an nginx that starts now loads an older set until lbctl pushes it", "err", serr)
-		}
+		c.seed.Later(u.Live)
 	}
 	return res, err
 }

@@ -23,7 +23,6 @@ type LivePusher interface {
 type liveState struct {
 	held   live.Set // confirmed by the last full (pruning) push; nil: unknown
 	master int      // the nginx master that confirmed it
-	seeded live.Set // the seed file's content
 	files  []render.File
 	last   *render.Update // the newest update applied, for Resync
 }
@@ -32,32 +31,18 @@ type liveState struct {
 // version. prune also drops the upstreams set does not list; without it
 // (before a reload that adds upstreams) the old ones stay for the old
 // workers. With no nginx running, set goes into the seed file the next one
-// loads when it starts.
-func (c *Controller) applyLive(ctx context.Context, set live.Set, prune bool) (Outcome, error) {
-	outcome, err := c.pushSet(ctx, set, prune)
-	if outcome == Written {
-		err = c.writeSeed(set)
-	}
-	return outcome, err
-}
-
-// writeSeed writes set to the seed file nginx loads when it starts, unless
-// it holds set already.
-//
-// Apply writes it after the push and after OnApplied: the seed only matters
+// loads when it starts; otherwise Apply has it written after the update is
+// reported applied, in the background (seedWriter): the seed only matters
 // to an nginx that starts later, and a master restarted in between is
 // pushed the current set again (Resync). In the path of every instance
 // change, creating and renaming the file waited 2-170 ms on a busy disk's
 // journal, against ~0.2 ms for the push (cmd/lbctl-bench-reload).
-func (c *Controller) writeSeed(set live.Set) error {
-	if sameVersions(c.live.seeded, set) {
-		return nil
+func (c *Controller) applyLive(ctx context.Context, set live.Set, prune bool) (Outcome, error) {
+	outcome, err := c.pushSet(ctx, set, prune)
+	if outcome == Written {
+		err = c.seed.Now(set)
 	}
-	if err := live.WriteSeed(c.opts.Nginx.LiveSeed(), set); err != nil {
-		return fmt.Errorf("write live upstreams seed: %w", err)
-	}
-	c.live.seeded = set
-	return nil
+	return outcome, err
 }
 
 // pushSet is applyLive's push: Written when no nginx runs (it loads the

@@ -4,14 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/lbctl/lbctl/config"
+	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/live"
 	"github.com/lbctl/lbctl/render"
 )
@@ -59,9 +62,9 @@ func seedVersion(t *testing.T, seed string) string {
 }
 
 // An instance change reaches nginx, and is reported applied, before the
-// seed file is written: the disk is not in the path of a push. The seed
-// then holds what was pushed, and it is written when no nginx runs too, for
-// the one that starts.
+// seed file is written (in the background): the disk is not in the path of
+// a push. The seed then comes to hold what was pushed, and it is written
+// when no nginx runs too, for the one that starts.
 func TestLivePushComesBeforeTheSeedFile(t *testing.T) {
 	dir, dest := liveConf(t)
 	n := config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}
@@ -85,10 +88,13 @@ func TestLivePushComesBeforeTheSeedFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b, _ := os.ReadFile(n.LiveSeed())
-		if got, want := seedVersion(t, string(b)), set["grpc_greeter"].Version; got != want {
-			t.Fatalf("seed holds version %q after the apply, want %q", got, want)
-		}
+		testrig.WaitFor(t, 10*time.Second, "the seed file to hold the set applied", func() error {
+			b, _ := os.ReadFile(n.LiveSeed())
+			if got, want := seedVersion(t, string(b)), set["grpc_greeter"].Version; got != want {
+				return fmt.Errorf("seed holds version %q, want %q", got, want)
+			}
+			return nil
+		})
 		return res
 	}
 

@@ -1,0 +1,81 @@
+package reload
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/lbctl/lbctl/live"
+)
+
+// seedWriter keeps the live upstreams seed file (what a starting nginx
+// loads) up to date off the push path. At 1,000 upstreams encoding and
+// writing it took ~36 ms, during which the next instance change would wait;
+// Later hands the set to a goroutine instead, and the newest set handed
+// wins. Now writes at once, for when the seed is the only delivery (no
+// nginx runs). Writes never overlap, and a set never replaces a newer one.
+type seedWriter struct {
+	path string
+	log  *slog.Logger
+
+	file    sync.Mutex // held while the file is written
+	mu      sync.Mutex
+	pending live.Set // for the goroutine; nil: none
+	running bool     // the goroutine runs
+	seeded  live.Set // the file's content
+}
+
+// Now writes set unless the file holds it already; a set handed to Later
+// and not yet written is dropped, set being newer.
+func (s *seedWriter) Now(set live.Set) error {
+	s.file.Lock()
+	defer s.file.Unlock()
+	s.mu.Lock()
+	s.pending = nil
+	s.mu.Unlock()
+	return s.write(set)
+}
+
+// Later has set written in the background.
+func (s *seedWriter) Later(set live.Set) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending = set
+	if !s.running {
+		s.running = true
+		go s.drain()
+	}
+}
+
+// drain writes the pending set until there is none.
+func (s *seedWriter) drain() {
+	for {
+		s.file.Lock()
+		s.mu.Lock()
+		set := s.pending
+		s.pending = nil
+		if set == nil {
+			s.running = false
+			s.mu.Unlock()
+			s.file.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		if err := s.write(set); err != nil {
+			s.log.Error("live upstreams seed not written; an nginx that starts now loads an older set until lbctl pushes it", "err", err)
+		}
+		s.file.Unlock()
+	}
+}
+
+// write writes set unless the file holds it; s.file is held.
+func (s *seedWriter) write(set live.Set) error {
+	if sameVersions(s.seeded, set) {
+		return nil
+	}
+	if err := live.WriteSeed(s.path, set); err != nil {
+		return fmt.Errorf("write live upstreams seed: %w", err)
+	}
+	s.seeded = set
+	return nil
+}
