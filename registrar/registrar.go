@@ -33,7 +33,23 @@ type Registrar struct {
 
 	registeredOnce sync.Once
 	registered     chan struct{}
+
+	// mu serializes registering and deregistering: once Deregister has
+	// run, Run registers no more. Without it, a Run whose ctx had not ended
+	// yet saw the deregistration as a registration the agent lost and made
+	// it again, leaving a stopped load balancer registered.
+	mu           sync.Mutex
+	deregistered bool
 }
+
+func (r *Registrar) isDeregistered() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.deregistered
+}
+
+// errDeregistered is registerOnce after Deregister.
+var errDeregistered = errors.New("deregistered: not registering again")
 
 // New keeps svc (already Completed) registered through client.
 func New(client *api.Client, svc Service, log *slog.Logger) *Registrar {
@@ -59,7 +75,9 @@ func (r *Registrar) Registered() <-chan struct{} { return r.registered }
 // registration, and an error naming the last failure when ctx ends before.
 // Run never deregisters: draining and deregistering are the owner's calls.
 func (r *Registrar) Run(ctx context.Context) error {
-	if err := r.registerUntilDone(ctx); err != nil {
+	if err := r.registerUntilDone(ctx); errors.Is(err, errDeregistered) {
+		return nil
+	} else if err != nil {
 		return err
 	}
 	r.registeredOnce.Do(func() { close(r.registered) })
@@ -72,6 +90,9 @@ func (r *Registrar) Run(ctx context.Context) error {
 	for {
 		if err := r.waitUntilLost(ctx); err != nil {
 			return nil // ctx ended
+		}
+		if r.isDeregistered() {
+			return nil
 		}
 		r.log.Warn("the Consul agent lost the registration; registering again")
 		if err := r.registerUntilDone(ctx); err != nil {
@@ -89,6 +110,9 @@ func (r *Registrar) registerUntilDone(ctx context.Context) error {
 	defer r.RegisterBackoff.Reset()
 	for attempt := 1; ; attempt++ {
 		err := r.registerOnce(ctx)
+		if errors.Is(err, errDeregistered) {
+			return err
+		}
 		if err == nil {
 			r.log.Info("registered", "address", r.svc.Address, "port", r.svc.Port,
 				"tags", r.svc.Tags, "check", r.svc.Check.Type)
@@ -103,6 +127,11 @@ func (r *Registrar) registerUntilDone(ctx context.Context) error {
 }
 
 func (r *Registrar) registerOnce(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.deregistered {
+		return errDeregistered
+	}
 	opts := api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)
 	if err := r.client.Agent().ServiceRegisterOpts(r.svc.registration(), opts); err != nil {
 		return err
@@ -185,9 +214,13 @@ func (r *Registrar) sendHeartbeat(ctx context.Context) {
 	}
 }
 
-// Deregister removes the instance from the agent (and so from Consul). An
-// instance the agent does not have is already deregistered: not an error.
+// Deregister removes the instance from the agent (and so from Consul), and
+// Run registers it no more. An instance the agent does not have is already
+// deregistered: not an error.
 func (r *Registrar) Deregister(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deregistered = true
 	if err := Deregister(ctx, r.client, r.svc.ID); err != nil && !isNotFound(err) {
 		return err
 	}

@@ -137,6 +137,37 @@ func TestReregistersWhenTheAgentForgets(t *testing.T) {
 	}
 }
 
+// Deregister while Run still runs (its owner deregisters first, then
+// ends it): Run takes the deregistration for its own, stops, and registers
+// no more. It used to register the instance again, which left a stopped
+// load balancer registered (TestRunServesRegistersAndDeregisters's flake).
+func TestDeregisterStopsRunFromRegisteringAgain(t *testing.T) {
+	c := testrig.StartConsul(t)
+	g := testrig.StartGreeter(t, "blue-1", "v1")
+	log, logs := testLogger(t)
+	svc := greeterService(t, g)
+	r := fast(New(c.Client, svc, log))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	<-r.Registered()
+	if err := r.Deregister(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run after Deregister: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run still running 10s after Deregister, its ctx live; log:\n%s", logs.String())
+	}
+	if _, _, err := c.Client.Agent().Service(svc.ID, nil); err == nil {
+		t.Fatalf("%s registered again after Deregister; log:\n%s", svc.ID, logs.String())
+	}
+}
+
 func TestTTLCheckIsHeartbeated(t *testing.T) {
 	c := testrig.StartConsul(t)
 	log, _ := testLogger(t)
