@@ -265,10 +265,12 @@ func (l *LB) Once(ctx context.Context) (render.Update, error) { return l.current
 
 // Apply validates u with nginx -t, writes the files whose bytes changed and,
 // when an nginx master is known, reloads it and confirms (reload.Controller.Apply).
+// In live mode it returns once the seed file is written too.
 func (l *LB) Apply(ctx context.Context, u render.Update) (reload.Result, error) {
 	if err := l.ensureLiveDir(); err != nil {
 		return reload.Result{}, err
 	}
+	defer l.reload.WaitSeed() // the caller may exit next
 	return l.reload.Apply(ctx, u)
 }
 

@@ -179,6 +179,12 @@ func sameFiles(a, b []render.File) bool {
 	return true
 }
 
+// WaitSeed returns once the seed file holds the newest live upstreams
+// applied (Apply writes it in the background). Run does it before it
+// returns; a caller of Apply alone (lbctl render --once) does it before
+// exiting.
+func (c *Controller) WaitSeed() { c.seed.Wait() }
+
 // Resync applies the newest update again, so that an nginx master that
 // started since (after a crash: its shared memory is empty until it loaded
 // the seed) is pushed the current live upstreams and confirms them. It does

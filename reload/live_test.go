@@ -81,6 +81,7 @@ func TestLivePushComesBeforeTheSeedFile(t *testing.T) {
 		}
 		return master, nil
 	}})
+	t.Cleanup(ctl.WaitSeed) // the seed is written in the background, into t.TempDir
 	apply := func(port int) Result {
 		t.Helper()
 		set := live.Set{"grpc_greeter": live.NewUpstream([]live.Peer{{Host: "127.0.0.1", Port: port, Weight: 1}})}
@@ -140,6 +141,7 @@ func TestLivePushWaitsForANginxThatJustStarted(t *testing.T) {
 	p := &refusingPusher{refusals: 3}
 	ctl := New(Options{Nginx: config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}, Live: p,
 		MasterPID: func() (int, error) { return 4242, nil }})
+	t.Cleanup(ctl.WaitSeed) // the seed is written in the background, into t.TempDir
 	set := live.Set{"grpc_greeter": live.NewUpstream([]live.Peer{{Host: "127.0.0.1", Port: 7001, Weight: 1}})}
 	res, err := ctl.Apply(context.Background(), render.Update{Files: []render.File{{Path: dest, Data: []byte("# live\n")}}, Live: set})
 	if err != nil || res.Live != Applied || p.calls != 4 {
@@ -191,6 +193,7 @@ func TestLivePushSendsOnlyChangedUpstreamsToTheNginxThatHoldsTheRest(t *testing.
 	master := 4242
 	ctl := New(Options{Nginx: config.Nginx{Config: dest, LiveUpstreams: true, LiveDir: dir}, Live: p,
 		MasterPID: func() (int, error) { return master, nil }})
+	t.Cleanup(ctl.WaitSeed) // the seed is written in the background, into t.TempDir
 	apply := func(a, b int) error {
 		set := live.Set{
 			"grpc_a": live.NewUpstream([]live.Peer{{Host: "127.0.0.1", Port: a, Weight: 1}}),

@@ -25,6 +25,7 @@ func (c *Controller) Run(ctx context.Context, updates <-chan render.Update) erro
 	c.cleanup.Do(c.removeStaleTemps) // before pre.start stages anything
 	co := &coalescer{min: c.opts.Wait.Min, max: c.opts.Wait.Max, gap: c.opts.Wait.BetweenReloads}
 	defer c.pre.stop()
+	defer c.WaitSeed()
 	sweep := time.After(sweepEvery)
 	for {
 		var fire <-chan time.Time

@@ -20,9 +20,22 @@ type seedWriter struct {
 
 	file    sync.Mutex // held while the file is written
 	mu      sync.Mutex
-	pending live.Set // for the goroutine; nil: none
-	running bool     // the goroutine runs
-	seeded  live.Set // the file's content
+	pending live.Set      // for the goroutine; nil: none
+	running bool          // the goroutine runs
+	idle    chan struct{} // closed when the running goroutine is done
+	seeded  live.Set      // the file's content
+}
+
+// Wait returns once no set handed to Later is left to write.
+func (s *seedWriter) Wait() {
+	s.mu.Lock()
+	if !s.running {
+		s.mu.Unlock()
+		return
+	}
+	idle := s.idle
+	s.mu.Unlock()
+	<-idle
 }
 
 // Now writes set unless the file holds it already; a set handed to Later
@@ -42,7 +55,7 @@ func (s *seedWriter) Later(set live.Set) {
 	defer s.mu.Unlock()
 	s.pending = set
 	if !s.running {
-		s.running = true
+		s.running, s.idle = true, make(chan struct{})
 		go s.drain()
 	}
 }
@@ -56,6 +69,7 @@ func (s *seedWriter) drain() {
 		s.pending = nil
 		if set == nil {
 			s.running = false
+			close(s.idle)
 			s.mu.Unlock()
 			s.file.Unlock()
 			return
