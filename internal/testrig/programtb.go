@@ -20,6 +20,7 @@ type ProgramTB struct {
 	dir      string
 	n        int
 	cleanups []func()
+	failed   bool // Errorf was called
 }
 
 // Fatal is what ProgramTB's Fatal and Fatalf panic with.
@@ -36,10 +37,16 @@ func NewProgramTB() (*ProgramTB, error) {
 	return &ProgramTB{dir: dir}, nil
 }
 
-func (b *ProgramTB) Helper()                   {}
-func (b *ProgramTB) Cleanup(f func())          { b.cleanups = append(b.cleanups, f) }
-func (b *ProgramTB) Logf(f string, a ...any)   { fmt.Fprintf(os.Stderr, f+"\n", a...) }
-func (b *ProgramTB) Errorf(f string, a ...any) { fmt.Fprintf(os.Stderr, "error: "+f+"\n", a...) }
+func (b *ProgramTB) Helper()                 {}
+func (b *ProgramTB) Cleanup(f func())        { b.cleanups = append(b.cleanups, f) }
+func (b *ProgramTB) Logf(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) }
+func (b *ProgramTB) Errorf(f string, a ...any) {
+	b.failed = true
+	fmt.Fprintf(os.Stderr, "error: "+f+"\n", a...)
+}
+
+// Failed says whether Errorf was called (a Fatal panics instead).
+func (b *ProgramTB) Failed() bool              { return b.failed }
 func (b *ProgramTB) Fatal(a ...any)            { panic(Fatal(fmt.Sprint(a...))) }
 func (b *ProgramTB) Fatalf(f string, a ...any) { panic(Fatal(fmt.Sprintf(f, a...))) }
 func (b *ProgramTB) Skip(a ...any)             { panic(Fatal("missing: " + fmt.Sprint(a...))) }

@@ -80,3 +80,20 @@ func TestProgramTBFatalIsAnError(t *testing.T) {
 		t.Fatalf("err = %v, cleaned %v; want the Fatal's message and the cleanups run", err, cleaned)
 	}
 }
+
+// testrig's cleanups ask Failed (StartConsul shows its log when a test
+// failed): ProgramTB answers it, true once Errorf was called.
+func TestProgramTBFailedAfterErrorf(t *testing.T) {
+	tb, err := NewProgramTB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tb.Close()
+	if tb.Failed() {
+		t.Fatal("failed before any error")
+	}
+	tb.Errorf("a round: %s", "timed out")
+	if !tb.Failed() {
+		t.Fatal("not failed after Errorf")
+	}
+}
