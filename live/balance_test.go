@@ -172,7 +172,8 @@ func TestIPv6Peer(t *testing.T) {
 	}
 }
 
-// Prune drops the upstreams a push does not list; without it they stay.
+// Prune drops the upstreams a push does not list; without it they stay. The
+// answer lists every upstream held with prune, the ones pushed without.
 func TestPruneDropsUnlistedUpstreams(t *testing.T) {
 	alpha := testrig.StartGreeter(t, "alpha", "v1")
 	beta := testrig.StartGreeter(t, "beta", "v1")
@@ -180,8 +181,11 @@ func TestPruneDropsUnlistedUpstreams(t *testing.T) {
 	x := NewUpstream([]Peer{peerOf(alpha, 1)})
 	r.push(Set{"grpc_x": x, "grpc_y": NewUpstream([]Peer{peerOf(beta, 1)})}, false)
 	r.untilEveryWorker("grpc_y", "beta", 2)
-	if held := r.push(Set{"grpc_x": x}, false); len(held) != 2 {
-		t.Fatalf("push without prune: nginx holds %v, want both", held)
+	if held := r.push(Set{"grpc_x": x}, false); len(held) != 1 {
+		t.Fatalf("push without prune answered %v, want the version of grpc_x, the one pushed", held)
+	}
+	if got, err := r.client.Read(context.Background()); err != nil || len(got) != 2 {
+		t.Fatalf("after a push without prune nginx holds %+v (%v), want both", got, err)
 	}
 	r.untilEveryWorker("grpc_y", "beta", 2)
 	if held := r.push(Set{"grpc_x": x}, true); len(held) != 1 {

@@ -110,7 +110,8 @@ func NewClient(socket string) *Client {
 
 // Push sends set; with prune, nginx also drops every upstream not in set. It
 // returns the versions nginx holds afterwards, read back from shared memory
-// (held[name] == set[name].Version for every name when applied). A refused
+// (held[name] == set[name].Version for every name when applied): with
+// prune every upstream nginx holds, without it those set names. A refused
 // payload is a *RejectedError.
 func (c *Client) Push(ctx context.Context, set Set, prune bool) (held map[string]string, err error) {
 	body, err := encodePush(set, prune)

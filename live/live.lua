@@ -221,11 +221,20 @@ local function versions(dict)
   return out
 end
 
+-- versions_of returns {name = version} for the upstreams set names that the
+-- dict holds: with 1,000 upstreams held, listing every key cost a push of
+-- one upstream ~3 ms.
+local function versions_of(dict, set)
+  local out = {}
+  for name in pairs(set) do out[name] = dict:get("v:" .. name) end
+  return out
+end
+
 -- store writes the upstreams of set whose version changed and, with prune,
 -- deletes the ones set does not name. It returns nil or the reason it stopped
 -- (upstreams stored before that stay stored).
 local function store(dict, set, prune, only_missing)
-  local held = versions(dict)
+  local held = prune and versions(dict) or versions_of(dict, set)
   local changed = false
   local err
   for name, u in pairs(set) do
@@ -404,7 +413,9 @@ local function post(dict)
     ngx.log(ngx.ERR, "lbctl_live: push stopped: ", err)
     return reply_error(500, err)
   end
-  return reply(200, json.encode({ upstreams = versions(dict) }))
+  -- With prune the answer is every upstream held; without, the ones pushed.
+  local held = prune and versions(dict) or versions_of(dict, set)
+  return reply(200, json.encode({ upstreams = held }))
 end
 
 function M.api()

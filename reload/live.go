@@ -72,7 +72,7 @@ func (c *Controller) pushSet(ctx context.Context, set live.Set, prune bool) (Out
 	defer cancel()
 	held, err := c.pushWhenListening(pctx, push, prunePush)
 	if err == nil {
-		err = confirmHeld(set, held)
+		err = confirmHeld(push, held) // the rest, not pushed, the same master confirmed
 	}
 	if err != nil {
 		// What nginx holds is not known now (a push may land after its
