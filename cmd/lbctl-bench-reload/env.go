@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/lbctl/lbctl/internal/testrig"
+	"github.com/lbctl/lbctl/internal/view"
 )
 
 // benchEnv is one Consul, two greeter backends, and three nginx: one fed by
@@ -77,31 +78,36 @@ func (e *benchEnv) point(service string, g *testrig.Greeter) error {
 }
 
 // watch starts a bare blocking query on service, the one lbctl's watcher
-// makes (passing instances, consul/api), and returns a channel that gets
-// the time Consul answered with the instance at g. Its first request, for
-// the current index, has been answered when watch returns; the blocking one
-// goes out from there.
+// makes (passing instances, consul/api, through internal/view with no gap
+// between requests), and returns a channel that gets the time Consul
+// answered with the instance at g. The query for the current index has
+// been answered when watch returns; the blocking ones go out from there.
 func (e *benchEnv) watch(ctx context.Context, service string, g *testrig.Greeter) <-chan time.Time {
 	health := e.consul.Client.Health()
-	_, meta, err := health.Service(service, "", true, (&api.QueryOptions{}).WithContext(ctx))
+	fetch := func(ctx context.Context, index uint64) ([]*api.ServiceEntry, uint64, error) {
+		entries, meta, err := health.Service(service, "", true, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
+		if err != nil {
+			return nil, 0, err
+		}
+		return entries, meta.LastIndex, nil
+	}
 	answered := make(chan time.Time, 1)
+	_, index, err := fetch(ctx, 0)
 	if err != nil {
 		close(answered)
 		return answered
 	}
+	v := view.New(fetch, nil)
+	v.From, v.MinGap = index, 0
 	go func() {
 		defer close(answered)
-		for index := meta.LastIndex; ; {
-			entries, meta, err := health.Service(service, "", true, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
-			if err != nil {
-				return
-			}
+		v.Run(ctx, func(entries []*api.ServiceEntry, _ uint64) error {
 			if len(entries) == 1 && entries[0].Service.Port == g.Port {
 				answered <- time.Now()
-				return
+				return view.ErrStop
 			}
-			index = meta.LastIndex
-		}
+			return nil
+		})
 	}()
 	return answered
 }
