@@ -3,13 +3,12 @@ package live
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 )
 
-// BenchmarkPushOneOf1000 is an instance change at scale: one upstream
-// pushed, without prune, to an nginx holding 1,000 of 10 peers each.
-func BenchmarkPushOneOf1000(b *testing.B) {
-	r := startRig(b, rigOptions{workers: 2, dictSize: "32m"}, "svc")
+// thousandUpstreams is 1,000 upstreams of 10 peers each.
+func thousandUpstreams() Set {
 	set := Set{}
 	for i := range 1000 {
 		var peers []Peer
@@ -18,13 +17,49 @@ func BenchmarkPushOneOf1000(b *testing.B) {
 		}
 		set[fmt.Sprintf("grpc_svc_%04d", i)] = NewUpstream(peers)
 	}
-	if _, err := r.client.Push(context.Background(), set, true); err != nil {
+	return set
+}
+
+// oneChanged is two versions of upstream grpc_svc_0001, to alternate.
+var oneChanged = [2]Upstream{NewUpstream([]Peer{{Host: "127.0.0.1", Port: 1, Weight: 1}}), NewUpstream([]Peer{{Host: "127.0.0.1", Port: 2, Weight: 1}})}
+
+// BenchmarkPushOneOf1000 is an instance change at scale: one upstream
+// pushed, without prune, to an nginx holding 1,000 of 10 peers each.
+func BenchmarkPushOneOf1000(b *testing.B) {
+	r := startRig(b, rigOptions{workers: 2, dictSize: "32m"}, "svc")
+	if _, err := r.client.Push(context.Background(), thousandUpstreams(), true); err != nil {
 		b.Fatal(err)
 	}
-	one := [2]Set{{"grpc_svc_0001": NewUpstream([]Peer{{Host: "127.0.0.1", Port: 1, Weight: 1}})}, {"grpc_svc_0001": NewUpstream([]Peer{{Host: "127.0.0.1", Port: 2, Weight: 1}})}}
 	for i := 0; b.Loop(); i++ {
-		if _, err := r.client.Push(context.Background(), one[i%2], false); err != nil {
+		if _, err := r.client.Push(context.Background(), Set{"grpc_svc_0001": oneChanged[i%2]}, false); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkSeedOneChangeOf1000 is the seed file written after an instance
+// change at scale: 1,000 upstreams, one of them changed.
+func BenchmarkSeedOneChangeOf1000(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		seed func(path string) *Seed
+	}{
+		{"kept", NewSeed}, // one Seed: the unchanged upstreams' JSON kept
+		{"encoded", func(string) *Seed { return nil }}, // every upstream encoded, as before
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "live.json")
+			set, seed := thousandUpstreams(), tc.seed(path)
+			for i := 0; b.Loop(); i++ {
+				set["grpc_svc_0001"] = oneChanged[i%2]
+				s := seed
+				if s == nil {
+					s = NewSeed(path)
+				}
+				if err := s.Write(set); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

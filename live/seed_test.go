@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/lbctl/lbctl/internal/testrig"
 )
@@ -113,6 +115,35 @@ func TestWriteSeed(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &back); err != nil || !back.Prune || back.Upstreams["grpc_x"].Peers[0] != set["grpc_x"].Peers[0] {
 		t.Fatalf("seed file reads back as %+v (%v)", back, err)
+	}
+}
+
+// A Seed writes what encodePush writes, keeping the JSON of the upstreams
+// whose version stayed and encoding the others anew.
+func TestSeedEncodesOnlyChangedUpstreams(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seed.json")
+	seed := NewSeed(path)
+	x1 := NewUpstream([]Peer{{Host: "::1", Port: 1, Weight: 2, ID: "a<b>"}})
+	x2 := NewUpstream([]Peer{{Host: "10.0.0.1", Port: 2, Weight: 1}})
+	y := Upstream{Version: VersionOf(nil)}
+	for i, set := range []Set{{"grpc_x": x1, "grpc_y": y}, {"grpc_x": x2, "grpc_y": y}, {"grpc_y": y, "grpc_z": x1}} {
+		before := maps.Clone(seed.entries)
+		if err := seed.Write(set); err != nil {
+			t.Fatal(err)
+		}
+		want, err := encodePush(set, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := os.ReadFile(path); string(got) != string(want)+"\n" {
+			t.Fatalf("write %d: seed file\n%s\nwant encodePush's\n%s", i, got, want)
+		}
+		if len(seed.entries) != len(set) {
+			t.Fatalf("write %d: %d entries kept for %d upstreams", i, len(seed.entries), len(set))
+		}
+		if old, ok := before["grpc_y"]; ok && unsafe.SliceData(old.json) != unsafe.SliceData(seed.entries["grpc_y"].json) {
+			t.Fatalf("write %d: grpc_y, at the same version, was encoded again", i)
+		}
 	}
 }
 

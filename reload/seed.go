@@ -15,7 +15,7 @@ import (
 // wins. Now writes at once, for when the seed is the only delivery (no
 // nginx runs). Writes never overlap, and a set never replaces a newer one.
 type seedWriter struct {
-	path string
+	seed *live.Seed
 	log  *slog.Logger
 
 	file    sync.Mutex // held while the file is written
@@ -24,6 +24,10 @@ type seedWriter struct {
 	running bool          // the goroutine runs
 	idle    chan struct{} // closed when the running goroutine is done
 	seeded  live.Set      // the file's content
+}
+
+func newSeedWriter(path string, log *slog.Logger) *seedWriter {
+	return &seedWriter{seed: live.NewSeed(path), log: log}
 }
 
 // Wait returns once no set handed to Later is left to write.
@@ -87,7 +91,7 @@ func (s *seedWriter) write(set live.Set) error {
 	if sameVersions(s.seeded, set) {
 		return nil
 	}
-	if err := live.WriteSeed(s.path, set); err != nil {
+	if err := s.seed.Write(set); err != nil {
 		return fmt.Errorf("write live upstreams seed: %w", err)
 	}
 	s.seeded = set

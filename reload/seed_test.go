@@ -21,7 +21,7 @@ func portSet(port int) live.Set {
 // written Now is never replaced by an older one still pending.
 func TestSeedWriterKeepsTheNewestSet(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "live.json")
-	s := &seedWriter{path: path, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	s := newSeedWriter(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	holds := func(port int) error {
 		b, err := os.ReadFile(path)
 		if err != nil {
