@@ -219,8 +219,10 @@ func (e *Engine) renderBuiltin(snap catalog.Snapshot, splits map[string]traffics
 		}
 	}
 	for _, s := range e.services {
-		q := QueryOf(s).String()
-		if len(snap.Instances[QueryOf(s)]) == 0 && firstTime("empty "+q) {
+		if len(snap.Instances[QueryOf(s)]) > 0 {
+			continue
+		}
+		if q := QueryOf(s).String(); firstTime("empty " + q) {
 			e.log.Warn("no passing instances: nginx answers its calls UNAVAILABLE", "service", q)
 		}
 	}
