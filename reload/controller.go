@@ -82,7 +82,8 @@ type Controller struct {
 
 	mu      sync.Mutex // serializes Apply
 	live    liveState
-	cleanup sync.Once // removeStaleTemps, before anything is staged
+	known   knownFiles // the live files' data, while their stat stays
+	cleanup sync.Once  // removeStaleTemps, before anything is staged
 	healthy atomic.Pointer[error]
 }
 
@@ -110,7 +111,7 @@ func New(opts Options) *Controller {
 		opts: opts, log: log, m: opts.Metrics, validate: v,
 		pre:  &prevalidator{v: v},
 		gens: &generations{m: opts.Metrics, log: log},
-		seed: &seedWriter{path: opts.Nginx.LiveSeed(), log: log},
+		seed: newSeedWriter(opts.Nginx.LiveSeed(), log), known: knownFiles{},
 	}
 }
 
@@ -188,7 +189,7 @@ func (c *Controller) removeStaleTemps() {
 
 func (c *Controller) apply(ctx context.Context, u render.Update) (Result, error) {
 	res := Result{Index: u.Index}
-	changed, previous, err := changedFiles(u.Files)
+	changed, previous, err := c.known.changed(u.Files)
 	if err != nil {
 		res.Outcome = Failed
 		return res, err
