@@ -22,6 +22,9 @@ import (
 // Counter counts requests and open connections of the clients it builds.
 type Counter struct {
 	Requests, Open, Most atomic.Int64
+	// RateLimited counts answers 429 (Too Many Requests): the agent refused
+	// a request for too many connections or requests from this address.
+	RateLimited atomic.Int64
 }
 
 // Client is a client for the agent at addr built as consulclient.New builds
@@ -58,7 +61,11 @@ type countingRT struct {
 
 func (r countingRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.c.Requests.Add(1)
-	return r.rt.RoundTrip(req)
+	resp, err := r.rt.RoundTrip(req)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		r.c.RateLimited.Add(1)
+	}
+	return resp, err
 }
 
 type countedConn struct {
