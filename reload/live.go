@@ -56,15 +56,17 @@ func (c *Controller) pushSet(ctx context.Context, set live.Set, prune bool) (Out
 	if err != nil {
 		return Failed, fmt.Errorf("find nginx master: %w", err)
 	}
-	if prune && master == c.live.master && sameVersions(c.live.held, set) {
-		return Unchanged, nil
-	}
 	push, prunePush := set, prune
-	if prune && master == c.live.master && sameNames(c.live.held, set) {
-		// The same nginx holds every other upstream at its version already:
-		// at 1,000 upstreams the full set was 10,000 peers to encode, send
-		// and decode for one instance change.
-		push, prunePush = changedUpstreams(c.live.held, set), false
+	if prune && master == c.live.master {
+		if changed, noneGone := diffHeld(c.live.held, set); noneGone {
+			if len(changed) == 0 {
+				return Unchanged, nil
+			}
+			// The same nginx holds every other upstream at its version
+			// already, and none to prune: at 1,000 upstreams the full set was
+			// 10,000 peers to encode, send and decode for one instance change.
+			push, prunePush = changed, false
+		}
 	}
 	// lbctl may hold the push socket itself (package lb): with no nginx
 	// accepting, a push waits in its queue; ConfirmTimeout bounds that too.
@@ -130,28 +132,21 @@ func confirmHeld(set live.Set, held map[string]string) error {
 	return nil
 }
 
-// sameNames says whether a and b hold the same upstream names.
-func sameNames(a, b live.Set) bool {
-	if a == nil || len(a) != len(b) {
-		return false
-	}
-	for name := range b {
-		if _, ok := a[name]; !ok {
-			return false
-		}
-	}
-	return true
-}
-
-// changedUpstreams is the upstreams of next whose version is not held's.
-func changedUpstreams(held, next live.Set) live.Set {
-	out := live.Set{}
+// diffHeld is the upstreams of next whose version held does not have, and
+// whether every upstream held (nil: not known) is in next, so that pushing
+// the changed ones leaves nginx holding next.
+func diffHeld(held, next live.Set) (changed live.Set, noneGone bool) {
+	changed, found := live.Set{}, 0
 	for name, up := range next {
-		if held[name].Version != up.Version {
-			out[name] = up
+		h, ok := held[name]
+		if ok {
+			found++
+		}
+		if !ok || h.Version != up.Version {
+			changed[name] = up
 		}
 	}
-	return out
+	return changed, held != nil && found == len(held)
 }
 
 // sameVersions says whether a and b hold the same upstreams at the same versions.
