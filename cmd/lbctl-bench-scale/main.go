@@ -4,8 +4,10 @@
 // limits: time to the first full render, Consul change → applied p50/p99
 // (from the write returned and from before it) while 10 changes a second
 // churn random instances' health, memory, connections to the agent and
-// requests a second, idle and under churn; and consul-template's -once
-// first render on the same catalog.
+// requests a second, idle and under churn; and consul-template on the same
+// catalog: its -once first render, then, watching (through a counting proxy
+// in front of the agent), the same figures with change → rendered (its
+// output file written) where it can run.
 package main
 
 import (
@@ -15,7 +17,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -296,55 +297,6 @@ func measureLbctl(b testing.TB, o options, c *testrig.Consul, churn *churner, n 
 	return r
 }
 
-const ctTemplate = `{{ range services }}{{ if (.Name | regexMatch "^svc-") }}upstream {{ .Name }} {
-{{- range service .Name }}
-    server {{ .Address }}:{{ .Port }};
-{{- end }}
-}
-{{ end }}{{ end }}`
-
-// measureConsulTemplate renders every service's passing instances with
-// consul-template -once, timed. (Its memory, connections and requests while
-// watching are not measured here; lbctl-bench-memory compares memory.)
-func measureConsulTemplate(b testing.TB, o options, c *testrig.Consul, _ *churner, n int) row {
-	r := row{what: "consul-template " + testrig.ConsulTemplateVersion, services: n}
-	if _, err := os.Stat(o.consulTemplate); err != nil {
-		r.fail = "not installed"
-		return r
-	}
-	dir := b.TempDir()
-	tpl := filepath.Join(dir, "all.ctmpl")
-	if err := os.WriteFile(tpl, []byte(ctTemplate), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	args := func(dest string, extra ...string) []string {
-		return append([]string{"-consul-addr", c.Addr, "-log-level", "err", "-template", tpl + ":" + dest}, extra...)
-	}
-	start := time.Now()
-	once := exec.Command(o.consulTemplate, args(filepath.Join(dir, "once.conf"), "-once")...)
-	once.WaitDelay = time.Second
-	once.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	done := make(chan error, 1)
-	if err := once.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() { done <- once.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			r.fail = fmt.Sprintf("-once: %v", err)
-			return r
-		}
-		r.firstRender = time.Since(start)
-	case <-time.After(2 * time.Minute):
-		once.Process.Kill()
-		<-done
-		r.fail = "-once did not finish in 2 minutes"
-		return r
-	}
-	return r
-}
-
 func printTable(w io.Writer, o options, rows []row) {
 	fmt.Fprintf(w, "%d instances per service, %d changes/s for %s, idle window %s (%d CPUs, %s, %s)\n\n",
 		instances, o.rate, o.churn, o.idle, runtime.NumCPU(), "consul 1.21.0 -dev", runtime.Version())
@@ -366,6 +318,8 @@ func printTable(w io.Writer, o options, rows []row) {
 const legend = `Change → applied and → rendered: p50 / p99 from the write returned (the change is in Consul), in
 parentheses from just before the write (its round trip included). lbctl's change → rendered is the render's
 Update.Seen; in reload mode a coalesced render keeps its burst's first Seen, which can precede the change.
+consul-template's is its output file renamed into place (seen by inotify); it reloads nothing here, so it has
+no change → applied. Its connections and requests are counted by a reverse proxy in front of the agent.
 `
 
 // line is the row's line of the table.
