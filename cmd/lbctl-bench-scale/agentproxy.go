@@ -93,11 +93,12 @@ func (p *agentProxy) sample() sample { return sample{requests: p.requests.Load()
 func (p *agentProxy) notes() []string {
 	var notes []string
 	if n := p.tooMany.Load(); n > 0 {
-		notes = append(notes, fmt.Sprintf("%d of its %d requests were answered 429 Too Many Requests: the agent's limit of 200 connections per client address (consul-template holds a blocking query, so a connection, for each service; at most %d were open at once)",
+		notes = append(notes, fmt.Sprintf("%d of its %d requests were answered 429 Too Many Requests: the agent's limit of 200 connections per client address (consul-template holds a blocking query, so a connection, for each service; at most %d connections to the proxy were open at once)",
 			n, p.requests.Load(), p.most.Load()))
 	}
 	if n := p.failed.Load(); n > 0 {
-		notes = append(notes, fmt.Sprintf("%d of its %d requests failed at the proxy, no answer from the agent (the first: %v)", n, p.requests.Load(), *p.firstFailure.Load()))
+		notes = append(notes, fmt.Sprintf("%d of its %d requests failed at the proxy, no answer from the agent (the first: %q); the agent also writes its 429 on a new connection before any request, which net/http logs on stderr as an unsolicited response",
+			n, p.requests.Load(), (*p.firstFailure.Load()).Error()))
 	}
 	return notes
 }
