@@ -33,18 +33,18 @@ type childArgs struct {
 
 // message is one line the child writes on stdout.
 type message struct {
-	Event         string   `json:"event"` // ready, applied, stats, error
-	FirstRenderMS float64  `json:"first_render_ms,omitempty"`
-	Phases        phases   `json:"phases,omitzero"`
-	At            int64    `json:"at,omitempty"`      // applied: Unix ns
-	Seen          int64    `json:"seen,omitempty"`    // applied: when the engine rendered it (Update.Seen), Unix ns
-	Changed       []string `json:"changed,omitempty"` // applied: services whose index moved
-	Requests      int64    `json:"requests,omitempty"`
-	Conns         int64    `json:"conns,omitempty"`
-	MaxConns      int64    `json:"max_conns,omitempty"`
-	AnonKB        int      `json:"anon_kb,omitempty"`
-	RSSKB         int      `json:"rss_kb,omitempty"`
-	Err           string   `json:"err,omitempty"`
+	Event         string            `json:"event"` // ready, applied, stats, error
+	FirstRenderMS float64           `json:"first_render_ms,omitempty"`
+	Phases        phases            `json:"phases,omitzero"`
+	At            int64             `json:"at,omitempty"`      // applied: Unix ns
+	Seen          int64             `json:"seen,omitempty"`    // applied: when the engine rendered it (Update.Seen), Unix ns
+	Changed       map[string]uint64 `json:"changed,omitempty"` // applied: services whose index moved, and their answer's index
+	Requests      int64             `json:"requests,omitempty"`
+	Conns         int64             `json:"conns,omitempty"`
+	MaxConns      int64             `json:"max_conns,omitempty"`
+	AnonKB        int               `json:"anon_kb,omitempty"`
+	RSSKB         int               `json:"rss_kb,omitempty"`
+	Err           string            `json:"err,omitempty"`
 }
 
 // runChild builds the pipeline through package lb as `lbctl run` does (its
@@ -99,11 +99,11 @@ func child(a childArgs, say func(message)) (err error) {
 	onApplied := func(u render.Update) {
 		at := time.Now().UnixNano()
 		pmu.Lock()
-		var changed []string
+		changed := map[string]uint64{}
 		if prev != nil {
 			for q, idx := range u.Indexes {
 				if prev[q] != idx {
-					changed = append(changed, q.Service)
+					changed[q.Service] = idx
 				}
 			}
 		}

@@ -2,9 +2,12 @@
 // lb as `lbctl run` builds it, in a process of its own) in front of 10 to
 // 2,000 services × 10 instances, on a Consul dev agent with its default
 // limits: time to the first full render, Consul change → applied p50/p99
-// while 10 changes a second churn random instances' health, memory,
-// connections to the agent and requests a second, idle and under churn; and
-// consul-template's first render, memory and connections on the same catalog.
+// (from the write returned and from before it) while 10 changes a second
+// churn random instances' health, memory, connections to the agent and
+// requests a second, idle and under churn; and consul-template on the same
+// catalog: its -once first render, then, watching (through a counting proxy
+// in front of the agent), the same figures with change → rendered (its
+// output file written) where it can run.
 package main
 
 import (
@@ -12,12 +15,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,30 +103,46 @@ func measureAll(o options) (rows []row, err error) {
 
 // row is one line of the table.
 type row struct {
-	what             string
-	services         int
-	firstRender      time.Duration
-	phases           phases // lbctl's first render, broken down
-	p50, p99         time.Duration
-	seen50, seen99   time.Duration // change -> rendered (catalog, engine): the rest is the reload controller
-	write50, write99 time.Duration // the change's write itself (Consul's own share)
-	changes, seen    int
-	anonKB, rssKB    int
-	conns, maxConn   int64
-	idleRPS          float64
-	churnRPS         float64
-	note             string
+	what           string
+	services       int
+	firstRender    time.Duration
+	phases         phases // lbctl's first render, broken down
+	alsoFirst      string // beside the first render (consul-template's in watch mode)
+	changes, seen  int
+	applied        figures          // change → applied (lbctl: OnApplied)
+	rendered       figures          // change → rendered (lbctl: Update.Seen; consul-template: its file written)
+	write          [2]time.Duration // the change's write itself (Consul's own share), p50 / p99
+	anonKB, rssKB  int
+	conns, maxConn int64
+	idleRPS        float64
+	churnRPS       float64
+	fail           string   // why the row was not measured
+	notes          []string // printed under the table
 }
+
+// setLatencies fills the row's change figures from each change's outcome.
+func (r *row) setLatencies(changes []change, outs []outcome) {
+	r.changes, r.seen = len(changes), seenCount(outs)
+	r.applied = figuresOf(changes, outs, appliedAt)
+	r.rendered = figuresOf(changes, outs, renderedAt)
+	if len(changes) > 0 {
+		r.write = writeTimes(changes)
+	}
+}
+
+// seenTimeout is how long after the churn the last changes may take to be seen.
+const seenTimeout = 5 * time.Second
 
 func measureSize(b testing.TB, o options, n int) []row {
 	c := testrig.StartConsul(b)
 	defer c.Stop()
 	registerAll(b, c, n)
+	churn := newChurner(c.Client, n)
 	var rows []row
 	for _, mode := range o.modes {
-		rows = append(rows, measureLbctl(b, o, c, n, mode))
+		rows = append(rows, measureLbctl(b, o, c, churn, n, mode))
 	}
-	rows = append(rows, measureConsulTemplate(b, o, c, n))
+	rows = append(rows, measureConsulTemplate(b, o, c, churn, n))
 	return rows
 }
 
@@ -141,7 +157,7 @@ func registerAll(b testing.TB, c *testrig.Consul, n int) {
 			wg.Go(func() {
 				sem <- struct{}{}
 				defer func() { <-sem }()
-				if err := setCheck(c.Client, i, j, api.HealthPassing, true); err != nil {
+				if err := register(c.Client, i, j); err != nil {
 					failed.CompareAndSwap(nil, &err)
 				}
 			})
@@ -153,18 +169,21 @@ func registerAll(b testing.TB, c *testrig.Consul, n int) {
 	}
 }
 
-// setCheck writes instance j of service i (with withService) and its check's status.
-func setCheck(client *api.Client, i, j int, status string, withService bool) error {
-	node := fmt.Sprintf("node-%d", j)
-	id := fmt.Sprintf("%s-%d", serviceName(i), j)
-	reg := &api.CatalogRegistration{Node: node, Address: "127.0.0.1", SkipNodeUpdate: !withService,
-		Check: &api.AgentCheck{Node: node, CheckID: "check-" + id, Name: "check", ServiceID: id, Status: status}}
-	if withService {
-		reg.Service = &api.AgentService{ID: id, Service: serviceName(i), Address: "127.0.0.1", Port: 20000 + i*instances + j}
-	}
-	_, err := client.Catalog().Register(reg, nil)
+// register writes instance j of service i and its passing check.
+func register(client *api.Client, i, j int) error {
+	node, id := fmt.Sprintf("node-%d", j), instanceID(i, j)
+	_, err := client.Catalog().Register(&api.CatalogRegistration{Node: node, Address: "127.0.0.1",
+		Service: &api.AgentService{ID: id, Service: serviceName(i), Address: "127.0.0.1", Port: instancePort(i, j)},
+		Check:   &api.AgentCheck{Node: node, CheckID: "check-" + id, Name: "check", ServiceID: id, Status: api.HealthPassing}}, nil)
 	return err
 }
+
+// firstPort is instance 0 of service 0's port; instance j of service i
+// listens on firstPort + i*instances + j.
+const firstPort = 20000
+
+func instancePort(i, j int) int  { return firstPort + i*instances + j }
+func instanceID(i, j int) string { return fmt.Sprintf("%s-%d", serviceName(i), j) }
 
 // lbctlChild is a running lbctl side and what it said.
 type lbctlChild struct {
@@ -172,6 +191,7 @@ type lbctlChild struct {
 	stdin   io.WriteCloser
 	ready   chan message
 	stats   chan message
+	changed chan struct{} // signalled after each applied message
 	mu      sync.Mutex
 	applied []message
 }
@@ -186,183 +206,148 @@ func startChild(b testing.TB, a childArgs) *lbctlChild {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	ch := &lbctlChild{cmd: cmd, stdin: stdin, ready: make(chan message, 1), stats: make(chan message, 1)}
-	go jsonlines.Read(stdout, func(m message) {
-		switch m.Event {
-		case "ready", "error":
-			ch.ready <- m
-		case "stats":
-			ch.stats <- m
-		case "applied":
-			ch.mu.Lock()
-			ch.applied = append(ch.applied, m)
-			ch.mu.Unlock()
-		}
-	})
+	ch := &lbctlChild{cmd: cmd, stdin: stdin, ready: make(chan message, 1), stats: make(chan message, 1), changed: make(chan struct{}, 1)}
+	go jsonlines.Read(stdout, ch.hear)
 	return ch
 }
 
-func (ch *lbctlChild) stat() message {
-	fmt.Fprintln(ch.stdin, "stats")
-	return <-ch.stats
+// hear takes one message from the child.
+func (ch *lbctlChild) hear(m message) {
+	switch m.Event {
+	case "ready", "error":
+		ch.ready <- m
+	case "stats":
+		ch.stats <- m
+	case "applied":
+		ch.mu.Lock()
+		ch.applied = append(ch.applied, m)
+		ch.mu.Unlock()
+		signal(ch.changed)
+	}
 }
 
-func measureLbctl(b testing.TB, o options, c *testrig.Consul, n int, mode string) row {
-	r := row{what: "lbctl, " + mode + " mode", services: n}
-	ch := startChild(b, childArgs{Consul: c.Addr, Services: n, Live: mode == "live", Log: o.log})
-	defer func() { ch.stdin.Close(); ch.cmd.Wait() }()
+// stop ends the child (stdin closed) and reaps it.
+func (ch *lbctlChild) stop() { ch.stdin.Close(); ch.cmd.Wait() }
+
+// stat asks the child for its figures, and samples its requests.
+func (ch *lbctlChild) stat() (message, sample) {
+	fmt.Fprintln(ch.stdin, "stats")
+	m := <-ch.stats
+	return m, sample{requests: m.Requests, at: time.Now()}
+}
+
+// waitFirstRender fills the row's first render, or says why there is none.
+func (ch *lbctlChild) waitFirstRender(r *row) bool {
 	select {
 	case m := <-ch.ready:
 		if m.Event == "error" {
-			r.note = m.Err
-			return r
+			r.fail = m.Err
+			return false
 		}
 		r.firstRender = time.Duration(m.FirstRenderMS * float64(time.Millisecond))
 		r.phases = m.Phases
+		return true
 	case <-time.After(5 * time.Minute):
-		r.note = "no first render in 5 minutes"
-		return r
+		r.fail = "no first render in 5 minutes"
+		return false
 	}
-	// lbtest.Run returns once the first render (Start, through Once) is
-	// applied; the watch that follows fetches every service once more. The
-	// idle window starts after it: pacing, not waiting for an event.
-	time.Sleep(2*time.Second + time.Duration(n)*time.Millisecond)
-	before := ch.stat()
-	time.Sleep(o.idle) // the idle window being measured
-	idle := ch.stat()
-	r.idleRPS = float64(idle.Requests-before.Requests) / o.idle.Seconds()
+}
 
-	type change struct {
-		svc string
-		at  time.Time
-	}
-	var changes []change
-	var writes []time.Duration
-	down := map[[2]int]bool{}
-	tick := time.NewTicker(time.Second / time.Duration(o.rate))
-	end := time.Now().Add(o.churn)
-	for now := range tick.C {
-		if now.After(end) {
-			break
-		}
-		i, j := rand.N(n), rand.N(instances)
-		k := [2]int{i, j}
-		status := api.HealthCritical
-		if down[k] {
-			status = api.HealthPassing
-		}
-		down[k] = !down[k]
-		at := time.Now()
-		if err := setCheck(c.Client, i, j, status, false); err != nil {
-			b.Fatal(err)
-		}
-		writes = append(writes, time.Since(at))
-		changes = append(changes, change{serviceName(i), at})
-	}
-	tick.Stop()
-	time.Sleep(time.Second) // let the last changes land before reading the figures
-	churn := ch.stat()
-	r.churnRPS = float64(churn.Requests-idle.Requests) / (o.churn + time.Second).Seconds()
-	r.anonKB, r.rssKB, r.conns, r.maxConn = churn.AnonKB, churn.RSSKB, churn.Conns, churn.MaxConns
+// waitApplied waits until every change is applied, or seenTimeout passes.
+func (ch *lbctlChild) waitApplied(changes []change) []outcome {
+	return waitSeen(ch.changed, nil, seenTimeout, func() []outcome {
+		ch.mu.Lock()
+		defer ch.mu.Unlock()
+		return matchApplied(changes, ch.applied)
+	})
+}
 
-	ch.mu.Lock()
-	applied := slices.Clone(ch.applied)
-	ch.mu.Unlock()
-	var lat, seen []time.Duration
-	for _, chg := range changes {
+// matchApplied pairs each change with the first applied update whose
+// answer for the change's service is at the write's index or later.
+func matchApplied(changes []change, applied []message) []outcome {
+	outs := make([]outcome, len(changes))
+	for i, chg := range changes {
 		for _, a := range applied {
-			if a.At >= chg.at.UnixNano() && slices.Contains(a.Changed, chg.svc) {
-				lat = append(lat, time.Duration(a.At-chg.at.UnixNano()))
-				seen = append(seen, time.Duration(a.Seen-chg.at.UnixNano()))
+			if a.Changed[chg.svc] >= chg.index {
+				outs[i] = outcome{rendered: time.Unix(0, a.Seen), applied: time.Unix(0, a.At)}
 				break
 			}
 		}
 	}
-	r.changes, r.seen = len(changes), len(lat)
-	if len(lat) > 0 {
-		r.p50, r.p99 = pct(lat, 50), pct(lat, 99)
-		r.seen50, r.seen99 = pct(seen, 50), pct(seen, 99)
-		r.write50, r.write99 = pct(writes, 50), pct(writes, 99)
-	}
-	return r
+	return outs
 }
 
-const ctTemplate = `{{ range services }}{{ if (.Name | regexMatch "^svc-") }}upstream {{ .Name }} {
-{{- range service .Name }}
-    server {{ .Address }}:{{ .Port }};
-{{- end }}
-}
-{{ end }}{{ end }}`
-
-// measureConsulTemplate renders every service's passing instances with
-// consul-template -once, timed. (Its memory, connections and requests while
-// watching are not measured here; lbctl-bench-memory compares memory.)
-func measureConsulTemplate(b testing.TB, o options, c *testrig.Consul, n int) row {
-	r := row{what: "consul-template " + testrig.ConsulTemplateVersion, services: n}
-	if _, err := os.Stat(o.consulTemplate); err != nil {
-		r.note = "not installed"
+func measureLbctl(b testing.TB, o options, c *testrig.Consul, churn *churner, n int, mode string) row {
+	r := row{what: "lbctl, " + mode + " mode", services: n}
+	ch := startChild(b, childArgs{Consul: c.Addr, Services: n, Live: mode == "live", Log: o.log})
+	defer ch.stop()
+	if !ch.waitFirstRender(&r) {
 		return r
 	}
-	dir := b.TempDir()
-	tpl := filepath.Join(dir, "all.ctmpl")
-	if err := os.WriteFile(tpl, []byte(ctTemplate), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	args := func(dest string, extra ...string) []string {
-		return append([]string{"-consul-addr", c.Addr, "-log-level", "err", "-template", tpl + ":" + dest}, extra...)
-	}
-	start := time.Now()
-	once := exec.Command(o.consulTemplate, args(filepath.Join(dir, "once.conf"), "-once")...)
-	once.WaitDelay = time.Second
-	once.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	done := make(chan error, 1)
-	if err := once.Start(); err != nil {
-		b.Fatal(err)
-	}
-	go func() { done <- once.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			r.note = fmt.Sprintf("-once: %v", err)
-			return r
-		}
-		r.firstRender = time.Since(start)
-	case <-time.After(2 * time.Minute):
-		once.Process.Kill()
-		<-done
-		r.note = "-once did not finish in 2 minutes"
-		return r
-	}
+	settle(n)
+	_, idleFrom := ch.stat()
+	idleWindow(o)
+	_, idle := ch.stat()
+	changes := churn.run(b, o)
+	outs := ch.waitApplied(changes)
+	end, churned := ch.stat()
+	r.idleRPS, r.churnRPS = perSecond(idleFrom, idle), perSecond(idle, churned)
+	r.anonKB, r.rssKB, r.conns, r.maxConn = end.AnonKB, end.RSSKB, end.Conns, end.MaxConns
+	r.setLatencies(changes, outs)
 	return r
 }
 
 func printTable(w io.Writer, o options, rows []row) {
 	fmt.Fprintf(w, "%d instances per service, %d changes/s for %s, idle window %s (%d CPUs, %s, %s)\n\n",
 		instances, o.rate, o.churn, o.idle, runtime.NumCPU(), "consul 1.21.0 -dev", runtime.Version())
-	fmt.Fprintln(w, "| pipeline | services | first full render | change → applied p50 / p99 | of which change → rendered p50 / p99 (the write itself) | private (anon) / RSS | conns to agent (max) | agent req/s idle / churn |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| pipeline | services | first full render | changes seen | change → applied p50 / p99: from the write returned (from before the write) | of which change → rendered, the same | the write itself p50 / p99 | private (anon) / RSS | conns to agent (max) | agent req/s idle / churn |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	var notes []string
 	for _, r := range rows {
-		if r.note != "" && r.firstRender == 0 {
-			fmt.Fprintf(w, "| %s | %d | %s | | | | | |\n", r.what, r.services, r.note)
-			continue
+		fmt.Fprintln(w, r.line())
+		for _, n := range r.notes {
+			notes = append(notes, fmt.Sprintf("%s, %d services: %s", r.what, r.services, n))
 		}
-		lat, seen, rps, conns := "–", "–", "–", fmt.Sprintf("%d", r.conns)
-		if r.changes > 0 {
-			lat = fmt.Sprintf("%s / %s (%d of %d seen)", ms(r.p50), ms(r.p99), r.seen, r.changes)
-			seen = fmt.Sprintf("%s / %s (write %s / %s)", ms(r.seen50), ms(r.seen99), ms(r.write50), ms(r.write99))
-			rps = fmt.Sprintf("%.1f / %.1f", r.idleRPS, r.churnRPS)
-			conns = fmt.Sprintf("%d (%d)", r.conns, r.maxConn)
-		}
-		mem := "–"
-		if r.rssKB > 0 {
-			mem = fmt.Sprintf("%.1f / %.1f MB", float64(r.anonKB)/1024, float64(r.rssKB)/1024)
-		}
-		first := ms(r.firstRender)
-		if r.phases != (phases{}) {
-			first += " (" + r.phases.String() + ")"
-		}
-		fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s |\n", r.what, r.services, first, lat, seen, mem, conns, rps)
 	}
+	fmt.Fprint(w, "\n"+legend)
+	for _, n := range notes {
+		fmt.Fprintln(w, "- "+n)
+	}
+}
+
+const legend = `Change → applied and → rendered: p50 / p99 from the write returned (the change is in Consul), in
+parentheses from just before the write (its round trip included). lbctl's change → rendered is the render's
+Update.Seen; in reload mode a coalesced render keeps its burst's first Seen, which can precede the change.
+consul-template's is its output file renamed into place (seen by inotify); it reloads nothing here, so it has
+no change → applied. Its connections and requests are counted by a reverse proxy in front of the agent.
+`
+
+// line is the row's line of the table.
+func (r row) line() string {
+	if r.fail != "" && r.firstRender == 0 {
+		return fmt.Sprintf("| %s | %d | %s | | | | | | | |", r.what, r.services, r.fail)
+	}
+	first := ms(r.firstRender)
+	if r.phases != (phases{}) {
+		first += " (" + r.phases.String() + ")"
+	}
+	if r.alsoFirst != "" {
+		first += " (" + r.alsoFirst + ")"
+	}
+	seen, write, rps := "–", "–", "–"
+	if r.changes > 0 {
+		seen = fmt.Sprintf("%d of %d", r.seen, r.changes)
+		write = fmt.Sprintf("%s / %s", ms(r.write[0]), ms(r.write[1]))
+		rps = fmt.Sprintf("%.1f / %.1f", r.idleRPS, r.churnRPS)
+	}
+	mem, conns := "–", "–"
+	if r.rssKB > 0 {
+		mem = fmt.Sprintf("%.1f / %.1f MB", float64(r.anonKB)/1024, float64(r.rssKB)/1024)
+	}
+	if r.maxConn > 0 {
+		conns = fmt.Sprintf("%d (%d)", r.conns, r.maxConn)
+	}
+	return fmt.Sprintf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |", r.what, r.services, first, seen, r.applied, r.rendered, write, mem, conns, rps)
 }
 
 var (
