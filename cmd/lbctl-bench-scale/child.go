@@ -40,6 +40,7 @@ type message struct {
 	Seen          int64             `json:"seen,omitempty"`    // applied: when the engine rendered it (Update.Seen), Unix ns
 	Changed       map[string]uint64 `json:"changed,omitempty"` // applied: services whose index moved, and their answer's index
 	Requests      int64             `json:"requests,omitempty"`
+	RateLimited   int64             `json:"rate_limited,omitempty"` // answers 429 so far
 	Conns         int64             `json:"conns,omitempty"`
 	MaxConns      int64             `json:"max_conns,omitempty"`
 	AnonKB        int               `json:"anon_kb,omitempty"`
@@ -135,7 +136,7 @@ func child(a childArgs, say func(message)) (err error) {
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		u, _ := procmem.Self()
-		say(message{Event: "stats", Requests: c.Requests.Load(), Conns: c.Open.Load(), MaxConns: c.Most.Load(),
+		say(message{Event: "stats", Requests: c.Requests.Load(), RateLimited: c.RateLimited.Load(), Conns: c.Open.Load(), MaxConns: c.Most.Load(),
 			AnonKB: u.Anonymous, RSSKB: u.RSS})
 	}
 	return nil

@@ -285,7 +285,7 @@ func measureLbctl(b testing.TB, o options, c *testrig.Consul, churn *churner, n 
 		return r
 	}
 	settle(n)
-	_, idleFrom := ch.stat()
+	started, idleFrom := ch.stat()
 	idleWindow(o)
 	_, idle := ch.stat()
 	changes := churn.run(b, o)
@@ -293,6 +293,8 @@ func measureLbctl(b testing.TB, o options, c *testrig.Consul, churn *churner, n 
 	end, churned := ch.stat()
 	r.idleRPS, r.churnRPS = perSecond(idleFrom, idle), perSecond(idle, churned)
 	r.anonKB, r.rssKB, r.conns, r.maxConn = end.AnonKB, end.RSSKB, end.Conns, end.MaxConns
+	r.notes = append(r.notes, fmt.Sprintf("answers 429 from the agent: %d until the first render was applied and its watch started, %d after (idle and churn)",
+		started.RateLimited, end.RateLimited-started.RateLimited))
 	r.setLatencies(changes, outs)
 	return r
 }
