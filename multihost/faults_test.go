@@ -15,7 +15,15 @@ import (
 // sessionTTL is the TTL of a load balancer's session (lbstate.Publisher).
 const sessionTTL = 10 * time.Second
 
-// A load balancer host that dies loses its key within the session TTL (its
+// keyLifetime is the longest a dead or cut-off load balancer's key can
+// outlive its last renew: Consul ends a session at twice its TTL at the
+// latest (agent/consul/session_ttl.go, structs.SessionTTLMultiplier). It
+// usually goes sooner, once gossip declares the node failed and the
+// session's node check with it: 5-7 s here, 11.5 s once on a loaded machine,
+// where the peers' confirmations that shorten memberlist's suspicion come late.
+const keyLifetime = 2 * sessionTTL
+
+// A load balancer host that dies loses its key within keyLifetime (its
 // node fails Consul's gossip health check, which ends the session), and a
 // drain started meanwhile waits for it only until then, not for its timeout.
 func TestDeadLoadBalancerStopsHoldingUpDrains(t *testing.T) {
@@ -30,7 +38,7 @@ func TestDeadLoadBalancerStopsHoldingUpDrains(t *testing.T) {
 	lb1.Host.PowerOff()
 	drains, converge := drainAll(t, blues[:1], 45*time.Second)
 	c.Event("drain of %s ended %s after the power-off: %s", blues[0].ID, converge.Round(time.Millisecond), drains[0])
-	testrig.WaitFor(t, 2*sessionTTL, "lb-1's key to go", func() error {
+	testrig.WaitFor(t, keyLifetime, "lb-1's key to go", func() error {
 		p, err := lb1.State(consul)
 		if err == nil && p != nil {
 			err = fmt.Errorf("lbctl/lb/lb-1 still there (session %s)", p.Session)
@@ -43,8 +51,8 @@ func TestDeadLoadBalancerStopsHoldingUpDrains(t *testing.T) {
 	calls, failed := hosts.Totals(reps)
 	t.Logf("FIGURES: lb-1 powered off; its key gone after %s (session TTL %s); drain of %s took %s (timeout 30s), confirmed by %v; through lb-2: %d calls, %d failed",
 		gone.Round(time.Millisecond), sessionTTL, blues[0].ID, drains[0].waited, drains[0].confirmed, calls, failed)
-	if gone > sessionTTL {
-		t.Errorf("lb-1's key outlived the session TTL: gone after %s", gone)
+	if gone > keyLifetime {
+		t.Errorf("lb-1's key outlived twice the session TTL: gone after %s", gone)
 	}
 	expectConfirmedBy(t, drains, "lb-2")
 	if failed != 0 {
@@ -238,8 +246,8 @@ func TestLoadBalancerCutOffFromConsul(t *testing.T) {
 	if lb2Health != nil {
 		t.Errorf("lb-2's /healthz failed during lb-1's cut: %v", lb2Health)
 	}
-	if keyGone == 0 || keyGone > sessionTTL {
-		t.Errorf("lb-1's key gone after %s, want within the session TTL %s", keyGone, sessionTTL)
+	if keyGone == 0 || keyGone > keyLifetime {
+		t.Errorf("lb-1's key gone after %s, want within twice the session TTL %s", keyGone, sessionTTL)
 	}
 }
 

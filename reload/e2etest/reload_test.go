@@ -106,6 +106,29 @@ func TestChangesCloserThanWaitMinAreFoldedIntoOneReload(t *testing.T) {
 func TestChangesThatKeepComingAreAppliedAfterWaitMax(t *testing.T) {
 	wait := config.Wait{Min: time.Second, Max: 2 * time.Second}
 	r, w := startWeights(t, wait)
+	// A trial in which the test itself paused wait.min or more between two
+	// changes (a registration took that long on a loaded machine) may have
+	// been applied on wait.min: it proves nothing, and the test tries again.
+	const trials = 3
+	for trial := 1; ; trial++ {
+		w.restart()
+		changeUntilReload(t, r, w, wait)
+		if w.maxGap < wait.Min {
+			break
+		}
+		if trial == trials {
+			t.Fatalf("in each of %d trials the test itself paused wait.min or more between two changes (last: %s)", trials, w.maxGap)
+		}
+		t.Logf("trial %d proves nothing: the test itself paused %s between two changes, more than wait.min", trial, w.maxGap)
+	}
+	t.Logf("applied %s after the first of %d changes, at most %s apart", time.Since(w.start), w.sent, w.maxGap)
+	w.waitLastServed()
+}
+
+// changeUntilReload sends a change every 50 ms until nginx is reloaded, for
+// 20 s at most.
+func changeUntilReload(t *testing.T, r *rig, w *weights, wait config.Wait) {
+	t.Helper()
 	before := r.reloads(reload.Applied)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
@@ -118,11 +141,6 @@ func TestChangesThatKeepComingAreAppliedAfterWaitMax(t *testing.T) {
 		}
 		w.next()
 	}
-	if w.maxGap >= wait.Min {
-		t.Fatalf("the test itself paused %s between two changes, more than wait.min", w.maxGap)
-	}
-	t.Logf("applied %s after the first of %d changes, at most %s apart", time.Since(w.start), w.sent, w.maxGap)
-	w.waitLastServed()
 }
 
 // weights registers one instance again and again with a new weight each
@@ -148,6 +166,9 @@ func startWeights(t *testing.T, wait config.Wait) (*rig, *weights) {
 	testrig.ExpectInstance(t, r.addr, "alpha", 10*time.Second)
 	return r, &weights{t: t, r: r, reg: *a.Registration("greeter"), start: time.Now()}
 }
+
+// restart starts counting the changes' timing anew.
+func (w *weights) restart() { w.start, w.lastSent, w.maxGap = time.Now(), time.Time{}, 0 }
 
 func (w *weights) weight() string { return strconv.Itoa(w.sent%9 + 2) }
 
