@@ -19,12 +19,30 @@ import (
 	"github.com/lbctl/lbctl/internal/longpoll"
 )
 
-// Counter counts requests and open connections of the clients it builds.
+// Counter counts requests and open connections of the clients it builds,
+// or of anything else that reports them (a proxy in front of the agent).
 type Counter struct {
 	Requests, Open, Most atomic.Int64
 	// RateLimited counts answers 429 (Too Many Requests): the agent refused
 	// a request for too many connections or requests from this address.
 	RateLimited atomic.Int64
+}
+
+// Opened counts a connection opened, and the most open at once.
+func (c *Counter) Opened() {
+	n := c.Open.Add(1)
+	for m := c.Most.Load(); n > m && !c.Most.CompareAndSwap(m, n); m = c.Most.Load() {
+	}
+}
+
+// Closed counts a connection closed.
+func (c *Counter) Closed() { c.Open.Add(-1) }
+
+// Answered counts an answer with status code status.
+func (c *Counter) Answered(status int) {
+	if status == http.StatusTooManyRequests {
+		c.RateLimited.Add(1)
+	}
 }
 
 // Client is a client for the agent at addr built as consulclient.New builds
@@ -41,9 +59,7 @@ func (c *Counter) Client(addr string) (*api.Client, error) {
 		if err != nil {
 			return nil, err
 		}
-		n := c.Open.Add(1)
-		for m := c.Most.Load(); n > m && !c.Most.CompareAndSwap(m, n); m = c.Most.Load() {
-		}
+		c.Opened()
 		return &countedConn{Conn: nc, c: c}, nil
 	}}
 	cfg.HttpClient = &http.Client{Transport: countingRT{tr, c}}
@@ -62,8 +78,8 @@ type countingRT struct {
 func (r countingRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	r.c.Requests.Add(1)
 	resp, err := r.rt.RoundTrip(req)
-	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
-		r.c.RateLimited.Add(1)
+	if err == nil {
+		r.c.Answered(resp.StatusCode)
 	}
 	return resp, err
 }
@@ -75,6 +91,6 @@ type countedConn struct {
 }
 
 func (c *countedConn) Close() error {
-	c.once.Do(func() { c.c.Open.Add(-1) })
+	c.once.Do(c.c.Closed)
 	return c.Conn.Close()
 }

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lbctl/lbctl/catalog/catalogtest"
 )
 
 // agentProxy is a reverse proxy in front of the agent that counts what a
@@ -19,11 +21,12 @@ import (
 // from one address; behind the proxy they all come from 127.0.0.1, as the
 // client's own would) and the round trips to the agent that failed.
 type agentProxy struct {
-	addr                                  string
-	srv                                   *http.Server
-	transport                             *http.Transport
-	requests, open, most, tooMany, failed atomic.Int64
-	firstFailure                          atomic.Pointer[error]
+	addr         string
+	srv          *http.Server
+	transport    *http.Transport
+	count        catalogtest.Counter
+	failed       atomic.Int64
+	firstFailure atomic.Pointer[error]
 }
 
 func startAgentProxy(b testing.TB, agent string) *agentProxy {
@@ -53,15 +56,13 @@ func startAgentProxy(b testing.TB, agent string) *agentProxy {
 
 func (p *agentProxy) countRequest(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p.requests.Add(1)
+		p.count.Requests.Add(1)
 		h.ServeHTTP(w, r)
 	})
 }
 
 func (p *agentProxy) countAnswer(resp *http.Response) error {
-	if resp.StatusCode == http.StatusTooManyRequests {
-		p.tooMany.Add(1)
-	}
+	p.count.Answered(resp.StatusCode)
 	return nil
 }
 
@@ -78,27 +79,27 @@ func (p *agentProxy) countFailure(w http.ResponseWriter, _ *http.Request, err er
 func (p *agentProxy) countConn(_ net.Conn, s http.ConnState) {
 	switch s {
 	case http.StateNew:
-		n := p.open.Add(1)
-		for m := p.most.Load(); n > m && !p.most.CompareAndSwap(m, n); m = p.most.Load() {
-		}
+		p.count.Opened()
 	case http.StateClosed, http.StateHijacked:
-		p.open.Add(-1)
+		p.count.Closed()
 	}
 }
 
 // sample is the requests so far, now.
-func (p *agentProxy) sample() sample { return sample{requests: p.requests.Load(), at: time.Now()} }
+func (p *agentProxy) sample() sample {
+	return sample{requests: p.count.Requests.Load(), at: time.Now()}
+}
 
 // notes says what the agent refused and what failed, if anything.
 func (p *agentProxy) notes() []string {
 	var notes []string
-	if n := p.tooMany.Load(); n > 0 {
+	if n := p.count.RateLimited.Load(); n > 0 {
 		notes = append(notes, fmt.Sprintf("%d of its %d requests were answered 429 Too Many Requests: the agent's limit of 200 connections per client address (consul-template holds a blocking query, so a connection, for each service; at most %d connections to the proxy were open at once)",
-			n, p.requests.Load(), p.most.Load()))
+			n, p.count.Requests.Load(), p.count.Most.Load()))
 	}
 	if n := p.failed.Load(); n > 0 {
 		notes = append(notes, fmt.Sprintf("%d of its %d requests failed at the proxy, no answer from the agent (the first: %q); the agent also writes its 429 on a new connection before any request, which net/http logs on stderr as an unsolicited response",
-			n, p.requests.Load(), (*p.firstFailure.Load()).Error()))
+			n, p.count.Requests.Load(), (*p.firstFailure.Load()).Error()))
 	}
 	return notes
 }

@@ -105,7 +105,7 @@ func (r *row) readProcess(p *ctProcess, proxy *agentProxy) {
 	if u, err := procmem.Of(p.cmd.Process.Pid); err == nil {
 		r.anonKB, r.rssKB = u.Anonymous, u.RSS
 	}
-	r.conns, r.maxConn = proxy.open.Load(), proxy.most.Load()
+	r.conns, r.maxConn = proxy.count.Open.Load(), proxy.count.Most.Load()
 }
 
 // ctArgs are consul-template's arguments to render tpl into dest from the
