@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
 	"syscall"
 
 	"github.com/lbctl/lbctl/internal/atomicfile"
@@ -77,28 +76,22 @@ func stampOf(path string) (fileStamp, bool) {
 // changed is changedFiles for the files not known to hold their data; it
 // learns the ones a read finds unchanged.
 func (k knownFiles) changed(files []render.File) ([]render.File, []prior, error) {
-	var unknown []render.File
-	stamps := map[string]fileStamp{}
+	var changed []render.File
+	var previous []prior
 	for _, f := range files {
 		st, ok := stampOf(f.Path)
 		if rec, known := k[f.Path]; ok && known && rec.stamp == st && bytes.Equal(rec.data, f.Data) {
 			continue
 		}
 		delete(k, f.Path)
-		unknown = append(unknown, f)
-		if ok {
-			stamps[f.Path] = st
+		c, p, err := changedFiles([]render.File{f})
+		if err != nil {
+			return nil, nil, err
 		}
-	}
-	changed, previous, err := changedFiles(unknown)
-	if err != nil {
-		return nil, nil, err
-	}
-	for _, f := range unknown {
-		st, ok := stamps[f.Path]
-		if ok && !slices.ContainsFunc(changed, func(c render.File) bool { return c.Path == f.Path }) {
+		if len(c) == 0 && ok {
 			k[f.Path] = knownFile{data: f.Data, stamp: st}
 		}
+		changed, previous = append(changed, c...), append(previous, p...)
 	}
 	return changed, previous, nil
 }
