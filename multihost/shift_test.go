@@ -2,12 +2,14 @@ package multihost
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/lbctl/lbctl/accesslog"
 	"github.com/lbctl/lbctl/internal/hosts"
+	"github.com/lbctl/lbctl/internal/testrig"
 	"github.com/lbctl/lbctl/shift"
 )
 
@@ -27,6 +29,14 @@ func TestShiftRolledBackOnFailuresThroughOneLoadBalancer(t *testing.T) {
 	lb1 := c.LBs[0]
 	consul := c.Agent(c.Client).Client
 	ctx := context.Background()
+	// The gate sums what the load balancers have published; both must be
+	// publishing before the shift, or its first check may read only one.
+	testrig.WaitFor(t, 10*time.Second, "both load balancers publishing greeter's counts", func() error {
+		if n := len(greenCounts(t, ctx, c)); n != 2 {
+			return fmt.Errorf("%d publishing", n)
+		}
+		return nil
+	})
 	before := greenCounts(t, ctx, c)
 
 	lb1.Host.RefuseOutgoing(colours[1].port)

@@ -140,9 +140,9 @@ func TestCheckPlanRefusesBadInput(t *testing.T) {
 	}
 }
 
-func putStats(t *testing.T, c *testrig.Consul, lb, boot string, green accesslog.Counts) {
+func putStats(t *testing.T, c *testrig.Consul, lb, boot, tag string, counts accesslog.Counts) {
 	t.Helper()
-	data, _ := json.Marshal(accesslog.Stats{LB: lb, Service: "greeter", Boot: boot, Tags: map[string]accesslog.Counts{"green": green}})
+	data, _ := json.Marshal(accesslog.Stats{LB: lb, Service: "greeter", Boot: boot, Tags: map[string]accesslog.Counts{tag: counts}})
 	if _, err := c.Client.KV().Put(&api.KVPair{Key: accesslog.StatsKey(lb, "greeter"), Value: data}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -151,20 +151,21 @@ func putStats(t *testing.T, c *testrig.Consul, lb, boot string, green accesslog.
 func TestErrorRateGateSumsLiveLoadBalancersSinceTheStepBegan(t *testing.T) {
 	c := testrig.StartConsul(t)
 	ctx := context.Background()
-	putStats(t, c, "lb-a", "1", accesslog.Counts{"0": 1000, "14": 500}) // old errors: before the step
-	putStats(t, c, "lb-b", "1", accesslog.Counts{"0": 10})
+	putStats(t, c, "lb-a", "1", "green", accesslog.Counts{"0": 1000, "14": 500}) // old errors: before the step
+	putStats(t, c, "lb-b", "1", "green", accesslog.Counts{"0": 10})
+	putStats(t, c, "lb-c", "1", "blue", accesslog.Counts{"0": 70}) // reporting, no call to green yet
 	g := &ErrorRateGate{Client: c.Client, Service: "greeter", Tag: "green", Max: 0.05, MinCalls: 100}
 	if err := g.Begin(ctx); err != nil {
 		t.Fatal(err)
 	}
-	putStats(t, c, "lb-a", "1", accesslog.Counts{"0": 1040, "14": 502})
-	putStats(t, c, "lb-b", "2", accesslog.Counts{"0": 8, "13": 1}) // lb-b restarted: counts from zero
+	putStats(t, c, "lb-a", "1", "green", accesslog.Counts{"0": 1040, "14": 502})
+	putStats(t, c, "lb-b", "2", "green", accesslog.Counts{"0": 8, "13": 1}) // lb-b restarted: counts from zero
 	v, err := g.Check(ctx, false)
 	if err != nil || !v.Pass || !strings.Contains(v.Detail, "3 of 51 calls") {
 		t.Fatalf("during the hold (51 < 100 calls): %+v, %v", v, err)
 	}
 	v, _ = g.Check(ctx, true)
-	if v.Pass || !strings.Contains(v.Detail, "5.88% errors (3 of 51 calls to green, 2 load balancers") {
+	if v.Pass || !strings.Contains(v.Detail, "5.88% errors (3 of 51 calls to green, 3 load balancers") {
 		t.Fatalf("at the end: %+v", v)
 	}
 }

@@ -104,7 +104,9 @@ func (g *ErrorRateGate) verdict(delta accesslog.Counts, lbs int, final bool) Ver
 	return v
 }
 
-// counts are the Tag counts of every live load balancer, by lb and boot.
+// counts are the Tag counts of every live load balancer that reports on
+// Service, by lb and boot. One that has seen no call to Tag yet is there with
+// no counts: it is still reporting, and its share of the sum is zero.
 func (g *ErrorRateGate) counts(ctx context.Context) (map[string]accesslog.Counts, error) {
 	stats, err := accesslog.ReadStats(ctx, g.Client, g.Service)
 	if err != nil {
@@ -112,9 +114,7 @@ func (g *ErrorRateGate) counts(ctx context.Context) (map[string]accesslog.Counts
 	}
 	out := map[string]accesslog.Counts{}
 	for _, s := range stats {
-		if c := s.Tags[g.Tag]; c != nil {
-			out[s.LB+"/"+s.Boot] = c
-		}
+		out[s.LB+"/"+s.Boot] = s.Tags[g.Tag]
 	}
 	return out, nil
 }
